@@ -1,0 +1,58 @@
+"""Secure aggregation core (protocol.md): pure, sans-I/O, no torch or grpc.
+
+Apps call :func:`simulate` for an in-memory round, or drive :class:`SecAggClient` and
+:class:`SecAggServer` over their own transport.
+"""
+
+from secagg._errors import (
+    ConfigError,
+    EncodingError,
+    InconsistentView,
+    InsufficientSurvivors,
+    InvalidMessage,
+    InvalidShare,
+    InvalidSignature,
+    KeyAgreementError,
+    PolicyViolation,
+    ProtocolAbort,
+    SecAggError,
+    UnexpectedMessage,
+)
+from secagg._rng import DeterministicRandom, RandomSource, SystemRandom
+from secagg.client import ClientState, SecAggClient
+from secagg.config import PROTOCOL_VERSION, ClientPolicy, RoundConfig, Stage
+from secagg.encoding import RingEncoding, pack_bits, unpack_bits
+from secagg.server import RoundResult, SecAggServer, ServerState
+from secagg.simulate import SimulationResult, simulate
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "ClientPolicy",
+    "ClientState",
+    "ConfigError",
+    "DeterministicRandom",
+    "EncodingError",
+    "InconsistentView",
+    "InsufficientSurvivors",
+    "InvalidMessage",
+    "InvalidShare",
+    "InvalidSignature",
+    "KeyAgreementError",
+    "PolicyViolation",
+    "ProtocolAbort",
+    "RandomSource",
+    "RingEncoding",
+    "RoundConfig",
+    "RoundResult",
+    "SecAggClient",
+    "SecAggError",
+    "SecAggServer",
+    "ServerState",
+    "SimulationResult",
+    "Stage",
+    "SystemRandom",
+    "UnexpectedMessage",
+    "pack_bits",
+    "simulate",
+    "unpack_bits",
+]

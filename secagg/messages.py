@@ -1,0 +1,169 @@
+"""Protocol messages (protocol.md §4): frozen, slotted dataclasses, one per stage and direction.
+
+Client -> server: :class:`AdvertiseKeys`, :class:`ShareKeys`, :class:`MaskedInput`,
+:class:`ConsistencySignature`, :class:`UnmaskShares`. Server -> client: :class:`KeyList`,
+:class:`ShareBundle`, :class:`SurvivorList`, :class:`SignatureBundle`. Transport code converts
+these to and from protobuf in one place; nothing here is ever pickled.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from secagg.config import Stage
+
+__all__ = [
+    "AdvertiseKeys",
+    "ClientMessage",
+    "ConsistencySignature",
+    "ForwardedShare",
+    "KeyList",
+    "MaskedInput",
+    "ServerMessage",
+    "ShareBundle",
+    "ShareDigest",
+    "ShareKeys",
+    "SignatureBundle",
+    "SurvivorList",
+    "UnmaskShares",
+    "stage_of",
+]
+
+_U32 = struct.Struct(">I")
+
+
+@dataclass(frozen=True, slots=True)
+class AdvertiseKeys:
+    """§4.0: two fresh X25519 public keys, signed with the sender's identity key."""
+
+    sender: int
+    c_pk: bytes
+    s_pk: bytes
+    signature: bytes
+
+    def signed_payload(self) -> bytes:
+        return _U32.pack(self.sender) + self.c_pk + self.s_pk
+
+
+@dataclass(frozen=True, slots=True)
+class ShareDigest:
+    """Digests of the two shares the owner gave one holder (so a lying holder is caught)."""
+
+    holder: int
+    s_digest: bytes
+    b_digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ShareKeys:
+    """§4.2: one AEAD ciphertext of shares per neighbour, the self-mask seed commitment and the
+    owner-signed share digests."""
+
+    sender: int
+    b_commitment: bytes
+    share_digests: tuple[ShareDigest, ...]
+    ciphertexts: tuple[tuple[int, bytes], ...]
+    signature: bytes
+
+    def signed_payload(self, graph_seed: bytes) -> bytes:
+        parts = [_U32.pack(self.sender), self.b_commitment, graph_seed]
+        for sd in sorted(self.share_digests, key=lambda s: s.holder):
+            parts += [_U32.pack(sd.holder), sd.s_digest, sd.b_digest]
+        return b"".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class MaskedInput:
+    """§4.3: the masked ring vector ``masked`` (uint32, each < 2^b) before bit-packing."""
+
+    sender: int
+    masked: npt.NDArray[np.uint32] = field(compare=False)
+    signature: bytes
+
+    def signed_payload(self) -> bytes:
+        return _U32.pack(self.sender) + np.ascontiguousarray(self.masked, dtype="<u4").tobytes()
+
+
+@dataclass(frozen=True, slots=True)
+class ConsistencySignature:
+    """§4.4: the sender's signature over the survivor set (and the graph seed)."""
+
+    sender: int
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class UnmaskShares:
+    """§4.5: shares of ``b_v`` for surviving neighbours and of ``s_sk_v`` for dropped ones."""
+
+    sender: int
+    b_shares: tuple[tuple[int, bytes], ...]
+    s_shares: tuple[tuple[int, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyList:
+    """Server -> client after §4.0: the signed key entries of every client in U1."""
+
+    recipient: int
+    entries: tuple[AdvertiseKeys, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardedShare:
+    """One owner's ciphertext for the recipient, with what the recipient needs to check it."""
+
+    owner: int
+    ciphertext: bytes
+    b_commitment: bytes
+    share_digests: tuple[ShareDigest, ...]
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ShareBundle:
+    """Server -> client after §4.2: the ciphertexts addressed to the recipient (defines U2)."""
+
+    recipient: int
+    shares: tuple[ForwardedShare, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SurvivorList:
+    """Server -> client after §4.3: ``survivors`` is U3, the clients whose masked input arrived."""
+
+    recipient: int
+    survivors: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureBundle:
+    """Server -> client after §4.4: consistency signatures of the recipient's neighbours."""
+
+    recipient: int
+    signatures: tuple[tuple[int, bytes], ...]
+
+
+ClientMessage = AdvertiseKeys | ShareKeys | MaskedInput | ConsistencySignature | UnmaskShares
+ServerMessage = KeyList | ShareBundle | SurvivorList | SignatureBundle
+
+_STAGE_OF: dict[type, Stage] = {
+    AdvertiseKeys: Stage.ADVERTISE_KEYS,
+    ShareKeys: Stage.SHARE_KEYS,
+    MaskedInput: Stage.MASKED_INPUT,
+    ConsistencySignature: Stage.CONSISTENCY,
+    UnmaskShares: Stage.UNMASK,
+    KeyList: Stage.ADVERTISE_KEYS,
+    ShareBundle: Stage.SHARE_KEYS,
+    SurvivorList: Stage.MASKED_INPUT,
+    SignatureBundle: Stage.CONSISTENCY,
+}
+
+
+def stage_of(message: ClientMessage | ServerMessage) -> Stage:
+    """The stage a message belongs to (a server message closes that stage)."""
+    return _STAGE_OF[type(message)]
