@@ -48,7 +48,7 @@ class DeterministicRandom:
 
     def __init__(self, seed: bytes | int | str):
         if isinstance(seed, int):
-            seed = seed.to_bytes(16, "big", signed=True)
+            seed = b"int:" + str(seed).encode()
         elif isinstance(seed, str):
             seed = seed.encode()
         key = hashlib.sha256(b"secagg/v1/test-rng" + seed).digest()
