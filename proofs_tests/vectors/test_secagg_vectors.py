@@ -26,7 +26,8 @@ VECTORS: dict[str, Any] = json.loads((Path(__file__).parent / "secagg_v1.json").
 
 
 def _num(s: str) -> int:
-    return {"p": PRIME, "p-1": PRIME - 1}.get(s, None) or int(s)
+    special = {"p": PRIME, "p-1": PRIME - 1}
+    return special[s] if s in special else int(s)
 
 
 def _rfc5869(ikm: bytes, info: bytes, length: int) -> bytes:
