@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: venv
-	$(BIN)/python -m secagg.demo
+	$(BIN)/python -m aggregator.demo
 
 lint: venv
 	$(BIN)/ruff check .

@@ -135,13 +135,15 @@ def check_x25519_public(pk: bytes) -> None:
         raise KeyAgreementError("X25519 public key is of low order or non-canonical")
 
 
-def x25519_agree(sk: bytes, pk: bytes) -> bytes:
-    """X25519 shared secret; raises :class:`KeyAgreementError` on a bad peer key or zero output."""
+def x25519_agree(sk: bytes | X25519PrivateKey, pk: bytes) -> bytes:
+    """X25519 shared secret; raises :class:`KeyAgreementError` on a bad peer key or zero output.
+
+    ``sk`` may be a key object, so a party agreeing with many peers parses its key once.
+    """
     check_x25519_public(pk)
+    key = sk if isinstance(sk, X25519PrivateKey) else X25519PrivateKey.from_private_bytes(sk)
     try:
-        shared = X25519PrivateKey.from_private_bytes(sk).exchange(
-            X25519PublicKey.from_public_bytes(pk)
-        )
+        shared = key.exchange(X25519PublicKey.from_public_bytes(pk))
     except ValueError as exc:  # cryptography refuses an all-zero result
         raise KeyAgreementError(f"X25519 agreement failed: {exc}") from exc
     if ct_equal(shared, bytes(32)):

@@ -38,6 +38,7 @@ from typing import NoReturn, TypeVar
 import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from secagg import _derive
 from secagg._crypto import (
@@ -358,9 +359,10 @@ class SecAggClient:
         assert session is not None and self._advert is not None
         plus = [_derive.self_mask_key(self._b, session, rnd, self.id)]
         minus: list[bytes] = []
+        s_sk = X25519PrivateKey.from_private_bytes(self._s_sk)
         for v in sorted(held):
             s_pk_v = self._keys[v].s_pk
-            shared = x25519_agree(self._s_sk, s_pk_v)
+            shared = x25519_agree(s_sk, s_pk_v)
             key = _derive.pair_mask_key(shared, session, rnd, self.id, v, self._advert.s_pk, s_pk_v)
             (plus if self.id < v else minus).append(key)
         y = self._input.copy()

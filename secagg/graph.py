@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from secagg._crypto import LABEL_GRAPH, sha256
 
-__all__ = ["graph_seed", "neighbour_graph"]
+__all__ = ["graph_seed", "neighbour_graph", "ring_order"]
 
 _U32 = struct.Struct(">I")
 
@@ -45,9 +45,14 @@ def _shuffle(ids: list[int], seed: bytes) -> list[int]:
     return out
 
 
+def ring_order(ids: Iterable[int], seed: bytes) -> list[int]:
+    """The ids of U1 in their (seeded, uniformly random) ring order."""
+    return _shuffle(sorted(set(ids)), seed)
+
+
 def neighbour_graph(ids: Iterable[int], k: int, seed: bytes) -> Mapping[int, frozenset[int]]:
     """Map each id of U1 to its neighbours (never itself)."""
-    order = _shuffle(sorted(set(ids)), seed)
+    order = ring_order(ids, seed)
     m = len(order)
     if k >= m - 1:
         everyone = frozenset(order)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from secagg import _derive
 from secagg._crypto import (
@@ -64,7 +65,7 @@ from secagg.messages import (
     stage_of,
 )
 from secagg.prg import apply_masks
-from secagg.shamir import SHARE_BYTES, reconstruct, secret_to_bytes, share_from_bytes
+from secagg.shamir import SHARE_BYTES, reconstruct_many, secret_to_bytes, share_from_bytes
 
 __all__ = ["RoundResult", "SecAggServer", "ServerState"]
 
@@ -112,6 +113,11 @@ class SecAggServer:
         self.u5: frozenset[int] = frozenset()
         self._result: RoundResult | None = None
         self.abort_reason: ProtocolAbort | None = None
+
+    @property
+    def graph_seed(self) -> bytes:
+        """Seed of the neighbour graph (public: every client derives it too), once U1 is fixed."""
+        return self._seed
 
     @property
     def result(self) -> RoundResult:
@@ -350,30 +356,38 @@ class SecAggServer:
 
         plus: list[bytes] = []
         minus: list[bytes] = []
+        # Every secret needed must have t shares, or the round aborts before anything is used.
+        for owners, shares_of, what in (
+            (self.u3, b_shares, "seed"),
+            (
+                [v for v in self.u2 - self.u3 if self.graph[v] & self.u3],
+                s_shares,
+                "mask key (dropped client)",
+            ),
+        ):
+            for u in owners:
+                if len(shares_of[u]) < cfg.t:
+                    raise InsufficientSurvivors(
+                        f"{len(shares_of[u])} shares of client {u}'s {what}, t={cfg.t}"
+                    )
         # Survivors: remove PRG(b_u) (protocol.md §4.5), after checking the commitment.
+        secrets_b = reconstruct_many(b_shares, cfg.t)
         for u in sorted(self.u3):
-            if len(b_shares[u]) < cfg.t:
-                raise InsufficientSurvivors(
-                    f"{len(b_shares[u])} shares of client {u}'s seed, t={cfg.t}", culprit=None
-                )
-            b_u = secret_to_bytes(reconstruct(b_shares[u], cfg.t))
+            b_u = secret_to_bytes(secrets_b[u])
             if not ct_equal(b_commitment(session, u, b_u), self._shares[u].b_commitment):
                 raise InvalidShare(
                     f"client {u}'s seed shares are inconsistent with its commitment", culprit=u
                 )
             minus.append(_derive.self_mask_key(b_u, session, rnd, u))
         # Dropped after sharing: rebuild s_sk_v and remove the masks it shared with survivors.
-        for v in sorted(self.u2 - self.u3):
+        needed = {v: s_shares[v] for v in self.u2 - self.u3 if self.graph[v] & self.u3}
+        secrets_s = reconstruct_many(needed, cfg.t)
+        for v in sorted(needed):
             partners = sorted(self.graph[v] & self.u3)
-            if not partners:
-                continue
-            if len(s_shares[v]) < cfg.t:
-                raise InsufficientSurvivors(
-                    f"{len(s_shares[v])} shares of dropped client {v}'s key, t={cfg.t}"
-                )
-            s_sk = secret_to_bytes(reconstruct(s_shares[v], cfg.t))
+            s_sk = secret_to_bytes(secrets_s[v])
             s_pk_v = self._adverts[v].s_pk
             try:
+                sk_v = X25519PrivateKey.from_private_bytes(s_sk)
                 ok = ct_equal(x25519_public_from_private(s_sk), s_pk_v)
             except ValueError:
                 ok = False
@@ -384,7 +398,7 @@ class SecAggServer:
             for u in partners:
                 s_pk_u = self._adverts[u].s_pk
                 key = _derive.pair_mask_key(
-                    x25519_agree(s_sk, s_pk_u), session, rnd, u, v, s_pk_u, s_pk_v
+                    x25519_agree(sk_v, s_pk_u), session, rnd, u, v, s_pk_u, s_pk_v
                 )
                 # u added sign(u, v) * PRG(s_uv); take it back out.
                 (minus if u < v else plus).append(key)

@@ -11,6 +11,7 @@ Security: the coefficients come from the injected :class:`~secagg._rng.RandomSou
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 
@@ -22,6 +23,7 @@ __all__ = [
     "SHARE_BYTES",
     "bytes_to_secret",
     "reconstruct",
+    "reconstruct_many",
     "secret_to_bytes",
     "share_from_bytes",
     "share_to_bytes",
@@ -67,21 +69,16 @@ def split(secret: int, t: int, xs: Sequence[int], rng: RandomSource) -> dict[int
     return out
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=1024)
 def _lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
-    # w_i = prod_{j != i} x_j / (x_j - x_i); one modular inversion for the whole set.
-    nums: list[int] = []
-    dens: list[int] = []
-    for i, xi in enumerate(xs):
-        num = 1
-        den = 1
-        for j, xj in enumerate(xs):
-            if i != j:
-                num = num * xj % PRIME
-                den = den * (xj - xi) % PRIME
-        nums.append(num)
-        dens.append(den)
-    # Batch inversion (Montgomery's trick).
+    # w_i = prod_{j != i} x_j / (x_j - x_i). The x are < 2^32, so the products are computed
+    # exactly over the integers (cheap small-by-big multiplications) and reduced once; one
+    # modular inversion serves the whole set (Montgomery's trick).
+    total = 1
+    for x in xs:
+        total *= x
+    nums = [(total // xi) % PRIME for xi in xs]
+    dens = [math.prod([xj - xi for xj in xs if xj != xi]) % PRIME for xi in xs]
     prefix = [1]
     for d in dens:
         prefix.append(prefix[-1] * d % PRIME)
@@ -115,6 +112,41 @@ def reconstruct(shares: Mapping[int, int] | Iterable[tuple[int, int]], t: int) -
     for w, (_, y) in zip(weights, use, strict=True):
         acc += w * y
     return acc % PRIME
+
+
+def reconstruct_many(share_sets: Mapping[int, Mapping[int, int]], t: int) -> dict[int, int]:
+    """Reconstruct many secrets at once: ``{owner: {x: y}}`` -> ``{owner: secret}``.
+
+    When most owners' shares come from the same holders (plain SecAgg: every survivor holds a
+    share of every other), the Lagrange weights of one base set of ``t + 1`` holders serve every
+    owner: owners missing one base holder (their own id) get the weights of the base minus that
+    holder in O(t) by the downdate ``w'_i = w_i (x_u - x_i) / x_u``. Others fall back to
+    :func:`reconstruct`. Same checks and errors as :func:`reconstruct`.
+    """
+    freq: dict[int, int] = {}
+    for shares in share_sets.values():
+        for x in shares:
+            freq[x] = freq.get(x, 0) + 1
+    base = tuple(sorted(sorted(freq, key=lambda x: (-freq[x], x))[: t + 1]))
+    out: dict[int, int] = {}
+    base_w = _lagrange_at_zero(base) if len(base) == t + 1 else ()
+    for owner, shares in share_sets.items():
+        missing = [x for x in base if x not in shares] if base_w else [0, 0]
+        if len(missing) > 1 or len(shares) < t:
+            out[owner] = reconstruct(shares, t)
+            continue
+        for x, y in shares.items():
+            _check_x(x)
+            if not 0 <= y < PRIME:
+                raise InvalidShare("share value outside the field")
+        drop = missing[0] if missing else base[-1]
+        inv = pow(drop, -1, PRIME)
+        acc = 0
+        for w, x in zip(base_w, base, strict=True):
+            if x != drop:
+                acc += w * (drop - x) % PRIME * inv % PRIME * shares[x]
+        out[owner] = acc % PRIME
+    return out
 
 
 def share_to_bytes(y: int) -> bytes:

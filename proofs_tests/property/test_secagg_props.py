@@ -33,7 +33,7 @@ from secagg import (
 from secagg._rng import DeterministicRandom
 from secagg.graph import graph_seed, neighbour_graph
 from secagg.messages import KeyList, MaskedInput
-from secagg.shamir import PRIME, reconstruct, split
+from secagg.shamir import PRIME, reconstruct, reconstruct_many, split
 
 # ---------------------------------------------------------------------------------------------
 # Shamir
@@ -54,6 +54,27 @@ def test_any_t_subset_reconstructs(secret: int, holders: int, data: st.DataObjec
     subsets = list(itertools.combinations(xs, t))[:20]
     for subset in subsets:
         assert reconstruct({x: shares[x] for x in subset}, t) == secret
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    owners=st.integers(1, 12),
+    t=st.integers(1, 6),
+    data=st.data(),
+)
+def test_batch_reconstruction_matches_single(owners: int, t: int, data: st.DataObject) -> None:
+    """reconstruct_many (shared Lagrange base + downdates) equals one-by-one reconstruction."""
+    universe = list(range(1, 16))
+    sets: dict[int, dict[int, int]] = {}
+    secrets: dict[int, int] = {}
+    for o in range(owners):
+        holders = data.draw(st.lists(st.sampled_from(universe), min_size=t, unique=True))
+        secrets[o] = data.draw(st.integers(0, 2**256 - 1))
+        shares = split(secrets[o], t, holders, DeterministicRandom(o))
+        sets[o] = shares
+    got = reconstruct_many(sets, t)
+    assert got == secrets
+    assert got == {o: reconstruct(s, t) for o, s in sets.items()}
 
 
 def _interpolate_at(points: Mapping[int, int], x0: int) -> int:
