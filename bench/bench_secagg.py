@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from secagg import (  # noqa: E402
+from secagg import (
     ClientPolicy,
     RoundConfig,
     SecAggClient,
@@ -36,10 +36,10 @@ from secagg import (  # noqa: E402
     Stage,
     SystemRandom,
 )
-from secagg._crypto import ed25519_public  # noqa: E402
-from secagg.graph import ring_order  # noqa: E402
-from secagg.prg import apply_masks  # noqa: E402
-from secagg.shamir import _lagrange_at_zero, reconstruct, split  # noqa: E402
+from secagg._crypto import ed25519_public
+from secagg.graph import ring_order
+from secagg.prg import apply_masks
+from secagg.shamir import _lagrange_at_zero, reconstruct, split
 
 now = time.perf_counter
 
@@ -233,7 +233,10 @@ def flower_section(quick: bool) -> dict[str, Any]:
 def fmt_table(rows: Sequence[Sequence[object]], head: Sequence[str]) -> str:
     cols = [head, *rows]
     widths = [max(len(str(r[i])) for r in cols) for i in range(len(head))]
-    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+
+    def line(r: Sequence[object]) -> str:
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
+
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(head), sep, *(line(r) for r in rows)])
 
@@ -325,9 +328,7 @@ def render(r: dict[str, Any]) -> str:
         )
     out.append("\n(1) client masking, k neighbours + self mask\n")
     out.append(
-        fmt_table(
-            rows, ["k", "ours", "AES-CTR floor", "ours/floor", "Flower", "Flower/ours"]
-        )
+        fmt_table(rows, ["k", "ours", "AES-CTR floor", "ours/floor", "Flower", "Flower/ours"])
     )
     rows = []
     for name, x in r["rounds_n100"].items():
@@ -403,8 +404,17 @@ def render(r: dict[str, Any]) -> str:
         out.append(
             fmt_table(
                 rows,
-                ["n", "k", "t", "sum ok", "all clients CPU", "server", "round wall",
-                 "client growth", "n log n growth"],
+                [
+                    "n",
+                    "k",
+                    "t",
+                    "sum ok",
+                    "all clients CPU",
+                    "server",
+                    "round wall",
+                    "client growth",
+                    "n log n growth",
+                ],
             )
         )
     return "\n".join(out)
