@@ -240,7 +240,7 @@ def main() -> None:
         rec = flower_protocol(mode, a.n, a.d, a.dropout, timeout=a.timeout)
         took = time.perf_counter() - t0
         name = (
-            f"{mode} n={rec['n']} d={rec['d']:.0e} p={rec['p_drop']} "
+            f"{mode} n={rec['n']} d={rec['d']:_} p={rec['p_drop']} "
             f"k={rec['k_neighbours']} t={rec['threshold']}"
         )
         rows.append((name, rec, took))

@@ -49,6 +49,7 @@ from secagg._crypto import (
     aead_open,
     aead_seal,
     b_commitment,
+    check_x25519_public,
     ct_equal,
     ed25519_public,
     ed25519_sign,
@@ -253,9 +254,17 @@ class SecAggClient:
             raise InsufficientSurvivors(
                 f"{len(self.neighbours)} neighbours, fewer than the threshold t={cfg.t}"
             )
+        # Every neighbour's keys are checked before anything is sent to anyone (SA-04); with
+        # verify_all_keys (the default) every entry of U1 is, so the server cannot steer this
+        # client's neighbourhood with keys it invents for others (SPEC.md D6).
+        to_verify = keys if self.policy.verify_all_keys else self.neighbours
         seen_pks = {self._advert.c_pk, self._advert.s_pk}
-        for v in self.neighbours:
+        for v in sorted(to_verify):
+            if v == self.id:
+                continue
             e = keys[v]
+            check_x25519_public(e.c_pk)
+            check_x25519_public(e.s_pk)
             ed25519_verify(
                 self._registry[v],
                 e.signature,

@@ -131,6 +131,10 @@ class ClientPolicy:
     ``max_corrupt`` if given, else the largest count below ``max_corrupt_fraction * k``. With the
     default (fewer than k/3 corrupt) this refuses every ``t <= k/2`` and accepts every
     ``t >= floor(2k/3) + 1`` (threats.md SA-03).
+
+    ``verify_all_keys`` checks the signature of every advertised key, not only the neighbours'
+    (O(n) instead of O(k) verifications): without it a malicious server can invent keys for
+    non-neighbours to steer whom this client shares with (SPEC.md D6).
     """
 
     max_corrupt_fraction: float = 1 / 3
@@ -141,6 +145,7 @@ class ClientPolicy:
     expected_model_digest: bytes | None = None
     expected_dp_digest: bytes | None = None
     allow_deterministic_rng: bool = False
+    verify_all_keys: bool = True
 
     def corrupt_bound(self, degree: int) -> int:
         """How many corrupt neighbours (out of ``degree``) the threshold must withstand."""

@@ -373,7 +373,10 @@ class SecAggServer:
         # Survivors: remove PRG(b_u) (protocol.md §4.5), after checking the commitment.
         secrets_b = reconstruct_many(b_shares, cfg.t)
         for u in sorted(self.u3):
-            b_u = secret_to_bytes(secrets_b[u])
+            try:
+                b_u = secret_to_bytes(secrets_b[u])
+            except InvalidShare:  # not even a 32-byte value: fails the check below, naming u
+                b_u = b""
             if not ct_equal(b_commitment(session, u, b_u), self._shares[u].b_commitment):
                 raise InvalidShare(
                     f"client {u}'s seed shares are inconsistent with its commitment", culprit=u
@@ -384,12 +387,12 @@ class SecAggServer:
         secrets_s = reconstruct_many(needed, cfg.t)
         for v in sorted(needed):
             partners = sorted(self.graph[v] & self.u3)
-            s_sk = secret_to_bytes(secrets_s[v])
             s_pk_v = self._adverts[v].s_pk
             try:
+                s_sk = secret_to_bytes(secrets_s[v])
                 sk_v = X25519PrivateKey.from_private_bytes(s_sk)
                 ok = ct_equal(x25519_public_from_private(s_sk), s_pk_v)
-            except ValueError:
+            except (ValueError, InvalidShare):  # InvalidShare: not a 32-byte value
                 ok = False
             if not ok:
                 raise InvalidShare(
