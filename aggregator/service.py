@@ -1,0 +1,499 @@
+"""The aggregator: a gRPC service around :class:`secagg.SecAggServer`, one round after another.
+
+A :class:`RoundRunner` thread opens each round with a fresh session id, closes every stage at its
+deadline (or as soon as every expected client has answered), and publishes the result. The gRPC
+handlers only decode, check the caller's certificate identity, and hand messages to the state
+machine under one lock; long-polls (``GetRound``, ``Await``) wait on a condition variable.
+
+Failure handling: a client that misses a deadline is a dropout; a malformed, oversized or
+unauthenticated message is refused (INVALID_ARGUMENT / RESOURCE_EXHAUSTED / PERMISSION_DENIED)
+and its sender excluded from the round; the service keeps serving. A retried submission that is
+byte-identical to one already accepted is acknowledged again (idempotent), anything else from
+the same sender in the same stage is a replay and is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from aggregator.consortium import Consortium, member_id_from_cn
+from aggregator.store import AggregatorStore
+from protos import wire
+from protos.secagg.v1 import secagg_pb2 as pb
+from protos.secagg.v1 import secagg_pb2_grpc as pb_grpc
+from secagg import ProtocolAbort, RoundConfig, SecAggServer, Stage, UnexpectedMessage
+from secagg.messages import KeyList, ServerMessage, stage_of
+
+__all__ = ["AggregatorService", "RoundRunner", "ServeOptions", "serve"]
+
+log = logging.getLogger("secagg.aggregator")
+_HISTORY = 8  # finished rounds whose outcomes stay answerable
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What ``secagg-aggregator serve`` runs: ``rounds`` rounds of ``d``-vectors."""
+
+    d: int
+    t: int
+    k: int | None = None
+    clip: float = 1.0
+    bits: int | None = None
+    rounds: int = 1
+    stage_timeout: float = 30.0
+    first_round_wait: float = 60.0
+    output: Path = Path("output")
+    max_workers: int | None = None
+
+
+@dataclass
+class _Round:
+    number: int
+    config: RoundConfig
+    server: SecAggServer
+    stage: Stage = Stage.ADVERTISE_KEYS
+    closed: dict[Stage, dict[int, ServerMessage]] = field(default_factory=dict)
+    accepted: dict[tuple[Stage, int], bytes] = field(default_factory=dict)
+    ended: bool = False
+    completed: bool = False
+    reason: str = ""
+    included: tuple[int, ...] = ()
+    deadline: float = 0.0
+    keylist_pb: pb.KeyList | None = None
+
+
+class RoundRunner:
+    """Drives rounds and owns the shared state the RPC handlers read."""
+
+    def __init__(
+        self,
+        options: ServeOptions,
+        registry: Mapping[int, bytes],
+        store: AggregatorStore,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.options = options
+        self.registry = dict(registry)
+        self.store = store
+        self.clock = clock
+        self.wall = wall
+        self.cond = threading.Condition()
+        self.current: _Round | None = None
+        self.history: dict[int, _Round] = {}
+        self.finished = False
+        self._stop = threading.Event()
+        n = len(self.registry)
+        # Validate once; a fresh session id per round is added in _open.
+        self.template = RoundConfig(
+            n=n, t=options.t, d=options.d, k=options.k, clip=options.clip, bits=options.bits
+        )
+        interrupted = store.abort_interrupted(wall())
+        for r in interrupted:
+            log.warning("round %d was interrupted by a restart: aborted; it will not resume", r)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self.cond:
+            self.cond.notify_all()
+
+    # -- the round loop -------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            for i in range(self.options.rounds):
+                if self._stop.is_set():
+                    break
+                self._run_round(first=i == 0)
+        finally:
+            with self.cond:
+                self.finished = True
+                self.cond.notify_all()
+
+    def _open(self) -> _Round:
+        number = self.store.next_round()
+        used = self.store.session_ids()
+        session = os.urandom(16)
+        while session in used:  # never reuse a key set's session (SA-19)
+            session = os.urandom(16)
+        cfg = self.template.with_session(session, number)
+        self.store.open_round(number, session, json.loads(cfg.canonical()), self.wall())
+        return _Round(number, cfg, SecAggServer(cfg, self.registry))
+
+    def _expected(self, rnd: _Round) -> frozenset[int]:
+        s = rnd.server
+        return {
+            Stage.ADVERTISE_KEYS: frozenset(self.registry),
+            Stage.SHARE_KEYS: s.u1,
+            Stage.MASKED_INPUT: s.u2,
+            Stage.CONSISTENCY: s.u3,
+            Stage.UNMASK: s.u4,
+        }[rnd.stage]
+
+    def _answered(self, rnd: _Round) -> int:
+        return sum(1 for (st, _) in rnd.accepted if st is rnd.stage)
+
+    def _run_round(self, *, first: bool) -> None:
+        with self.cond:
+            rnd = self._open()
+            self.current = rnd
+            self.cond.notify_all()
+        log.info(
+            "round %d open: n=%d t=%d k=%d d=%d, ring 2^%d",
+            rnd.number,
+            rnd.config.n,
+            rnd.config.t,
+            rnd.config.degree,
+            rnd.config.d,
+            rnd.config.ring_bits,
+        )
+        for stage in Stage:
+            t0 = self.clock()
+            timeout = self.options.stage_timeout
+            if first and stage is Stage.ADVERTISE_KEYS:
+                timeout = max(timeout, self.options.first_round_wait)
+            with self.cond:
+                rnd.deadline = t0 + timeout
+                expected = self._expected(rnd)
+                while not self._stop.is_set():
+                    done = {u for (st, u) in rnd.accepted if st is stage}
+                    done |= set(rnd.server.rejected) & expected
+                    left = rnd.deadline - self.clock()
+                    if expected <= done or left <= 0:
+                        break
+                    self.cond.wait(min(left, 0.5))
+                if self._stop.is_set():
+                    self._end(rnd, completed=False, reason="the aggregator is shutting down")
+                    return
+                try:
+                    out = rnd.server.close_stage()
+                except ProtocolAbort as exc:
+                    log.warning("round %d aborted in %s: %s", rnd.number, stage.name, exc)
+                    self._end(rnd, completed=False, reason=f"round aborted: {exc}")
+                    return
+                rnd.closed[stage] = out
+                answered = self._answered(rnd)
+                if stage is not Stage.UNMASK:
+                    rnd.stage = Stage(stage.value + 1)
+                self.cond.notify_all()
+            log.info(
+                "round %d %-14s closed: %d/%d answered, %d rejected (%.2f s)",
+                rnd.number,
+                stage.name,
+                answered,
+                len(expected),
+                len([u for u in rnd.server.rejected if u in expected]),
+                self.clock() - t0,
+            )
+        self._publish(rnd)
+
+    def _publish(self, rnd: _Round) -> None:
+        res = rnd.server.result
+        cfg = rnd.config
+        aggregate = cfg.encoding.decode(res.ring_sum)
+        out = self.options.output
+        out.mkdir(parents=True, exist_ok=True)
+        npy = out / f"round-{rnd.number}.npy"
+        tmp = npy.with_suffix(".npy.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, aggregate, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, npy)
+        digest = hashlib.sha256(npy.read_bytes()).hexdigest()
+        included = sorted(res.included)
+        dropped = sorted(set(self.registry) - res.included)
+        summary: dict[str, Any] = {
+            "round": rnd.number,
+            "session_id": cfg.session_id.hex() if cfg.session_id else "",
+            "included": included,
+            "dropped": dropped,
+            "rejected": {str(u): why for u, why in rnd.server.rejected.items()},
+            "stage_sets": {
+                "U1": sorted(rnd.server.u1),
+                "U2": sorted(rnd.server.u2),
+                "U3": sorted(rnd.server.u3),
+                "U4": sorted(rnd.server.u4),
+                "U5": sorted(rnd.server.u5),
+            },
+            "error_bound": cfg.encoding.error_bound(len(included)),
+            "ring_bits": cfg.ring_bits,
+            "d": cfg.d,
+            "aggregate_sha256": digest,
+        }
+        js = out / f"round-{rnd.number}.json"
+        js_tmp = js.with_suffix(".json.tmp")
+        js_tmp.write_text(json.dumps(summary, indent=1))
+        os.replace(js_tmp, js)
+        self.store.complete_round(
+            rnd.number, included, dropped, str(npy), digest, summary, self.wall()
+        )
+        log.info(
+            "round %d published: %d included, %d dropped -> %s",
+            rnd.number,
+            len(included),
+            len(dropped),
+            npy,
+        )
+        with self.cond:
+            self._end(rnd, completed=True, reason="", included=tuple(included))
+
+    def _end(
+        self, rnd: _Round, *, completed: bool, reason: str, included: tuple[int, ...] = ()
+    ) -> None:
+        if not completed:
+            self.store.abort_round(rnd.number, reason, self.wall())
+        rnd.ended, rnd.completed, rnd.reason, rnd.included = True, completed, reason, included
+        self.history[rnd.number] = rnd
+        for old in sorted(self.history)[:-_HISTORY]:
+            del self.history[old]
+        self.cond.notify_all()
+
+    # -- what the RPC handlers call -------------------------------------------------------
+
+    def find(self, number: int) -> _Round | None:
+        if self.current is not None and self.current.number == number:
+            return self.current
+        return self.history.get(number)
+
+
+def _peer_id(context: grpc.ServicerContext, insecure: bool, claimed: int) -> int:
+    if insecure:
+        return claimed
+    names = context.auth_context().get("x509_common_name") or []
+    ids = {member_id_from_cn(n.decode(errors="replace")) for n in names}
+    ids.discard(None)
+    if len(ids) != 1:
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, "no member certificate")
+    return int(next(iter(ids)))  # type: ignore[arg-type]
+
+
+class AggregatorService(pb_grpc.AggregatorServicer):
+    """The three RPCs; every check ends in one clear status, never a traceback."""
+
+    def __init__(self, runner: RoundRunner, *, insecure: bool = False) -> None:
+        self.runner = runner
+        self.insecure = insecure
+
+    def _who(self, context: grpc.ServicerContext, claimed: int) -> int:
+        peer = _peer_id(context, self.insecure, claimed)
+        if peer != claimed:
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"certificate of member {peer} cannot speak for member {claimed}",
+            )
+        if claimed not in self.runner.registry:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{claimed} is not a member")
+        return claimed
+
+    def _wait(self, context: grpc.ServicerContext, pred: Callable[[], bool]) -> bool:
+        r = self.runner
+        while not pred():
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0.05:
+                return False
+            if not context.is_active():
+                return False
+            r.cond.wait(0.5 if remaining is None else min(0.5, remaining - 0.05))
+        return True
+
+    def GetRound(self, request: pb.GetRoundRequest, context: grpc.ServicerContext) -> pb.RoundInfo:
+        self._who(context, request.client_id)
+        r = self.runner
+
+        def ready() -> bool:
+            cur = r.current
+            if (
+                cur is not None
+                and cur.number > request.after_round
+                and not cur.ended
+                and cur.stage is Stage.ADVERTISE_KEYS
+            ):
+                return True
+            return r.finished
+
+        with r.cond:
+            if not self._wait(context, ready):
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no round opened in time")
+            cur = r.current
+            if cur is None or cur.ended or cur.number <= request.after_round:
+                return pb.RoundInfo(finished=True)
+            return pb.RoundInfo(
+                config=wire.config_to_pb(cur.config),
+                stage_deadline_s=max(0.0, cur.deadline - r.clock()),
+            )
+
+    def Submit(self, request: pb.ClientEnvelope, context: grpc.ServicerContext) -> pb.SubmitAck:
+        sender = self._who(context, request.sender)
+        r = self.runner
+        with r.cond:
+            rnd = r.current
+        if rnd is None or rnd.ended or rnd.number != request.round:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "that round is not open")
+        assert rnd is not None
+        if bytes(request.session_id) != rnd.config.session_id:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "wrong session for this round")
+        digest = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+        try:
+            msg = wire.client_from_pb(request, rnd.config)  # decoding outside the lock
+        except wire.WireError as exc:
+            with r.cond:
+                rnd.server.rejected.setdefault(sender, f"{rnd.stage.name}: malformed: {exc}")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        stage = stage_of(msg)
+        with r.cond:
+            if rnd.ended:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the round has ended")
+            prior = rnd.accepted.get((stage, sender))
+            if prior is not None and prior == digest:
+                return pb.SubmitAck(stage=wire.STAGE_TO_PB[stage])  # an idempotent retry
+            try:
+                rnd.server.receive(msg)
+            except UnexpectedMessage as exc:
+                r.store.log_stage(rnd.number, stage.name, sender, "rejected", str(exc), r.wall())
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            except ProtocolAbort as exc:
+                r.store.log_stage(rnd.number, stage.name, sender, "rejected", str(exc), r.wall())
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            rnd.accepted[(stage, sender)] = digest
+            r.store.log_stage(rnd.number, stage.name, sender, "completed", "", r.wall())
+            r.cond.notify_all()
+        return pb.SubmitAck(stage=wire.STAGE_TO_PB[stage])
+
+    def Await(self, request: pb.AwaitRequest, context: grpc.ServicerContext) -> pb.ServerEnvelope:
+        me = self._who(context, request.client_id)
+        stage = wire.STAGE_FROM_PB.get(request.stage)
+        if stage is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "unknown stage")
+        assert stage is not None
+        r = self.runner
+        with r.cond:
+            rnd = r.find(request.round)
+            if rnd is None or bytes(request.session_id) != rnd.config.session_id:
+                context.abort(grpc.StatusCode.NOT_FOUND, "unknown round or session")
+            assert rnd is not None
+
+            def closed() -> bool:
+                assert rnd is not None
+                return rnd.ended or (stage is not Stage.UNMASK and stage in rnd.closed)
+
+            if not self._wait(context, closed):
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the stage is still open")
+            cfg = rnd.config
+            base = pb.ServerEnvelope(round=cfg.round, session_id=cfg.session_id, recipient=me)
+            out = rnd.closed.get(stage, {})
+            if stage is Stage.UNMASK and rnd.ended:
+                base.outcome.CopyFrom(
+                    pb.RoundOutcome(
+                        completed=rnd.completed, reason=rnd.reason, included=list(rnd.included)
+                    )
+                )
+                return base
+            msg = out.get(me)
+            if msg is None:
+                why = (
+                    rnd.reason
+                    if rnd.ended and not rnd.completed
+                    else (
+                        f"not part of the round after {stage.name}"
+                        + (f" ({rnd.server.rejected[me]})" if me in rnd.server.rejected else "")
+                    )
+                )
+                base.outcome.CopyFrom(pb.RoundOutcome(completed=False, reason=why))
+                return base
+            if isinstance(msg, KeyList):
+                if rnd.keylist_pb is None:
+                    rnd.keylist_pb = wire.server_to_pb(msg, cfg).key_list
+                base.key_list.CopyFrom(rnd.keylist_pb)
+                return base
+        return wire.server_to_pb(msg, cfg)
+
+
+def serve(
+    options: ServeOptions,
+    consortium: Consortium,
+    state_dir: Path,
+    listen: str,
+    *,
+    insecure: bool = False,
+    ready: Callable[[int], None] | None = None,
+    stop_event: threading.Event | None = None,
+) -> int:
+    """Run the service until the scheduled rounds are done (or ``stop_event``); returns the
+    number of rounds completed."""
+    store = AggregatorStore(state_dir / "aggregator.db")
+    runner = RoundRunner(options, consortium.registry, store)
+    limit = wire.max_message_bytes(runner.template.with_session(bytes(16)))
+    n = len(consortium.registry)
+    workers = options.max_workers or max(32, 2 * n + 16)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers),
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.max_concurrent_streams", 4 * n + 64),
+        ],
+        maximum_concurrent_rpcs=4 * n + 64,
+    )
+    pb_grpc.add_AggregatorServicer_to_server(AggregatorService(runner, insecure=insecure), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if insecure:
+        port = server.add_insecure_port(listen)
+    else:
+        key, cert = consortium.aggregator_cert()
+        creds = grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=consortium.ca, require_client_auth=True
+        )
+        port = server.add_secure_port(listen, creds)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    server.start()
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.set("secagg.v1.Aggregator", health_pb2.HealthCheckResponse.SERVING)
+    log.info(
+        "aggregator listening on port %d (%s), %d members",
+        port,
+        "INSECURE dev mode" if insecure else "mutual TLS",
+        n,
+    )
+    if ready is not None:
+        ready(port)
+    worker = threading.Thread(target=runner.run, name="round-runner", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+            if stop_event is not None and stop_event.is_set():
+                runner.stop()
+    finally:
+        runner.stop()
+        health_servicer.enter_graceful_shutdown()
+        server.stop(grace=2.0).wait()
+        worker.join(5)
+        store.close()
+    return sum(1 for r in store_rounds(state_dir) if r["status"] == "completed")
+
+
+def store_rounds(state_dir: Path) -> list[dict[str, Any]]:
+    """The durable round history (for the CLI and tests)."""
+    store = AggregatorStore(state_dir / "aggregator.db")
+    try:
+        return store.rounds()
+    finally:
+        store.close()

@@ -1,0 +1,3 @@
+"""What an edge device runs: the client agent (and, later, DP-LoRA training)."""
+
+__all__: list[str] = []

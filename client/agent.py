@@ -1,0 +1,206 @@
+"""The client agent: joins the aggregator over gRPC and runs one fresh
+:class:`secagg.SecAggClient` per round (fresh keys every round, never a re-mask: SA-19).
+
+Transient transport errors (UNAVAILABLE, a lost reply) are retried with exponential backoff; a
+retried submission is byte-identical, which the aggregator acknowledges idempotently. Anything
+else ends the round for this client with one clear sentence.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from aggregator.consortium import load_consortium
+from protos import wire
+from protos.secagg.v1 import secagg_pb2 as pb
+from protos.secagg.v1 import secagg_pb2_grpc as pb_grpc
+from secagg import ClientPolicy, ProtocolAbort, RoundConfig, SecAggClient, Stage, SystemRandom
+
+__all__ = ["AgentError", "AgentOptions", "ClientAgent", "RoundReport"]
+
+log = logging.getLogger("secagg.client")
+_T = TypeVar("_T")
+_RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+_MAX_MESSAGE = 256 << 20
+
+InputProvider = Callable[[RoundConfig], npt.ArrayLike]
+
+
+class AgentError(Exception):
+    """The agent cannot go on (bad material, refused by the aggregator, retries exhausted)."""
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    aggregator: str
+    consortium: Path
+    client_id: int
+    rounds: int = 1
+    insecure: bool = False
+    policy: ClientPolicy = field(default_factory=ClientPolicy)
+    rpc_timeout: float = 30.0
+    wait_timeout: float = 600.0
+    retries: int = 6
+    backoff: float = 0.2
+
+
+@dataclass(frozen=True)
+class RoundReport:
+    round: int
+    completed: bool
+    included: tuple[int, ...]
+    reason: str
+    seconds: float
+
+
+class ClientAgent:
+    """Runs ``options.rounds`` rounds, contributing ``provider(config)`` in each."""
+
+    def __init__(
+        self,
+        options: AgentOptions,
+        provider: InputProvider,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        before_stage: Callable[[int, Stage], None] | None = None,
+    ) -> None:
+        self.options = options
+        self.before_stage = before_stage  # fault injection for tests: (round, stage)
+        self.provider = provider
+        self.sleep = sleep
+        self.clock = clock
+        cons = load_consortium(options.consortium)
+        if options.client_id not in cons.registry:
+            raise AgentError(f"member {options.client_id} is not in the consortium registry")
+        self.registry = cons.registry
+        member = cons.member(options.client_id)
+        self.identity = member.identity
+        chan_opts = [
+            ("grpc.max_receive_message_length", _MAX_MESSAGE),
+            ("grpc.max_send_message_length", _MAX_MESSAGE),
+        ]
+        if options.insecure:
+            self.channel = grpc.insecure_channel(options.aggregator, options=chan_opts)
+        else:
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=cons.ca, private_key=member.key, certificate_chain=member.cert
+            )
+            self.channel = grpc.secure_channel(options.aggregator, creds, options=chan_opts)
+        self.stub = pb_grpc.AggregatorStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    # -- transport helpers ----------------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[[], _T]) -> _T:
+        delay = self.options.backoff
+        for attempt in range(self.options.retries + 1):
+            try:
+                return fn()
+            except grpc.RpcError as exc:
+                code = exc.code()
+                if code in _RETRYABLE and attempt < self.options.retries:
+                    log.info("%s: %s, retrying in %.1f s", what, code.name, delay)
+                    self.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                raise AgentError(f"{what} failed: {code.name}: {exc.details()}") from None
+        raise AgentError(f"{what} failed after {self.options.retries} retries")
+
+    def _await(self, cfg: RoundConfig, stage: Stage) -> pb.ServerEnvelope:
+        req = pb.AwaitRequest(
+            round=cfg.round,
+            session_id=cfg.session_id,
+            client_id=self.options.client_id,
+            stage=wire.STAGE_TO_PB[stage],
+        )
+        deadline = self.clock() + self.options.wait_timeout
+        while True:
+            try:
+                return self._call(
+                    f"waiting for {stage.name}",
+                    lambda: self.stub.Await(req, timeout=min(60.0, self.options.wait_timeout)),
+                )
+            except AgentError as exc:
+                if "DEADLINE_EXCEEDED" in str(exc) and self.clock() < deadline:
+                    continue
+                raise
+
+    # -- the rounds -----------------------------------------------------------------------
+
+    def run(self) -> list[RoundReport]:
+        reports: list[RoundReport] = []
+        last = -1
+        for _ in range(self.options.rounds):
+            info = self._next_round(last)
+            if info is None:
+                break
+            cfg = wire.config_from_pb(info.config)
+            last = cfg.round
+            reports.append(self._one_round(cfg))
+        return reports
+
+    def _next_round(self, after: int) -> pb.RoundInfo | None:
+        req = pb.GetRoundRequest(client_id=self.options.client_id, after_round=after)
+        deadline = self.clock() + self.options.wait_timeout
+        while True:
+            try:
+                info = self._call("joining a round", lambda: self.stub.GetRound(req, timeout=30.0))
+            except AgentError as exc:
+                if "DEADLINE_EXCEEDED" in str(exc) and self.clock() < deadline:
+                    continue
+                raise
+            return None if info.finished else info
+
+    def _one_round(self, cfg: RoundConfig) -> RoundReport:
+        t0 = self.clock()
+        me = self.options.client_id
+        x = np.asarray(self.provider(cfg), dtype=np.float64)
+        ring = cfg.encoding.encode(x, SystemRandom())
+        client = SecAggClient(
+            cfg, me, self.identity, self.registry, ring, policy=self.options.policy
+        )
+        log.info("client %d: round %d (n=%d, t=%d, d=%d)", me, cfg.round, cfg.n, cfg.t, cfg.d)
+        try:
+            msg: Any = client.advertise()
+            for stage in Stage:
+                if self.before_stage is not None:
+                    self.before_stage(cfg.round, stage)
+                env = wire.client_to_pb(msg, cfg)
+                self._call(
+                    f"sending {stage.name}",
+                    lambda env=env: self.stub.Submit(env, timeout=self.options.rpc_timeout),
+                )
+                reply = wire.server_from_pb(self._await(cfg, stage), cfg)
+                if isinstance(reply, pb.RoundOutcome):
+                    log.info(
+                        "client %d: round %d %s%s",
+                        me,
+                        cfg.round,
+                        "completed" if reply.completed else "ended for this client",
+                        f": {reply.reason}" if reply.reason else "",
+                    )
+                    return RoundReport(
+                        cfg.round,
+                        reply.completed,
+                        tuple(reply.included),
+                        reply.reason,
+                        self.clock() - t0,
+                    )
+                msg = client.receive(reply)
+                log.debug("client %d: %s done", me, stage.name)
+        except ProtocolAbort as exc:
+            log.warning("client %d: round %d aborted: %s", me, cfg.round, exc)
+            return RoundReport(cfg.round, False, (), f"aborted: {exc}", self.clock() - t0)
+        return RoundReport(cfg.round, False, (), "no outcome", self.clock() - t0)

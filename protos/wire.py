@@ -1,0 +1,319 @@
+"""protobuf <-> core messages, in one place (architecture.md), with every size checked.
+
+Decoding never trusts a length: keys are 32 bytes, signatures 64, digests 32, share values
+66, ciphertexts exactly the AEAD size, id lists bounded by ``n``, packed vectors exactly
+``ceil(d * b / 8)`` bytes. A violation raises :class:`WireError` (a ``secagg.InvalidMessage``),
+which the service maps to ``INVALID_ARGUMENT``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from protos.secagg.v1 import secagg_pb2 as pb
+from secagg import InvalidMessage, RoundConfig, Stage, pack_bits, unpack_bits
+from secagg.messages import (
+    AdvertiseKeys,
+    ClientMessage,
+    ConsistencySignature,
+    ForwardedShare,
+    KeyList,
+    MaskedInput,
+    ServerMessage,
+    ShareBundle,
+    ShareDigest,
+    ShareKeys,
+    SignatureBundle,
+    SurvivorList,
+    UnmaskShares,
+)
+
+__all__ = [
+    "STAGE_FROM_PB",
+    "STAGE_TO_PB",
+    "WireError",
+    "client_from_pb",
+    "client_to_pb",
+    "config_from_pb",
+    "config_to_pb",
+    "max_message_bytes",
+    "server_from_pb",
+    "server_to_pb",
+]
+
+STAGE_TO_PB = {
+    Stage.ADVERTISE_KEYS: pb.ADVERTISE_KEYS,
+    Stage.SHARE_KEYS: pb.SHARE_KEYS,
+    Stage.MASKED_INPUT: pb.MASKED_INPUT,
+    Stage.CONSISTENCY: pb.CONSISTENCY,
+    Stage.UNMASK: pb.UNMASK,
+}
+STAGE_FROM_PB = {v: k for k, v in STAGE_TO_PB.items()}
+
+_CT_BYTES = 12 + 8 + 2 * 66 + 16
+
+
+class WireError(InvalidMessage):
+    """A protobuf message is malformed or out of bounds."""
+
+
+def max_message_bytes(cfg: RoundConfig) -> int:
+    """The largest legitimate message of a round (a packed vector or a share bundle) + slack."""
+    packed = math.ceil(cfg.d * cfg.ring_bits / 8)
+    k = cfg.degree
+    bundle = k * (_CT_BYTES + 32 + 64 + k * 80 + 32)
+    keys = cfg.n * 150
+    return max(packed, bundle, keys) + (1 << 16)
+
+
+def _b(raw: bytes, size: int, what: str) -> bytes:
+    if len(raw) != size:
+        raise WireError(f"{what} must be {size} bytes, got {len(raw)}")
+    return bytes(raw)
+
+
+def _id(x: int, cfg: RoundConfig, what: str) -> int:
+    if not 1 <= x <= 2**32 - 1:
+        raise WireError(f"{what} {x} is not a client id")
+    return int(x)
+
+
+def _bounded(items: object, limit: int, what: str) -> None:
+    if len(items) > limit:  # type: ignore[arg-type]
+        raise WireError(f"too many {what}: {len(items)} > {limit}")  # type: ignore[arg-type]
+
+
+def config_to_pb(cfg: RoundConfig) -> pb.RoundConfig:
+    assert cfg.session_id is not None
+    enc = cfg.encoding
+    return pb.RoundConfig(
+        version=cfg.version,
+        session_id=cfg.session_id,
+        round=cfg.round,
+        n=cfg.n,
+        t=cfg.t,
+        k=cfg.degree,
+        d=cfg.d,
+        bits=enc.bits,
+        clip=cfg.clip,
+        level_bits=cfg.level_bits,
+        model_digest=cfg.model_digest,
+        dp_digest=cfg.dp_digest,
+        config_digest=cfg.digest,
+    )
+
+
+def config_from_pb(m: pb.RoundConfig) -> RoundConfig:
+    """Rebuild the round config; its digest must match the one the server sent."""
+    try:
+        cfg = RoundConfig(
+            n=m.n,
+            t=m.t,
+            d=m.d,
+            k=None if m.k == m.n - 1 else m.k,
+            clip=m.clip,
+            bits=m.bits,
+            level_bits=m.level_bits,
+            session_id=bytes(m.session_id),
+            round=m.round,
+            model_digest=bytes(m.model_digest),
+            dp_digest=bytes(m.dp_digest),
+            version=m.version,
+        )
+    except ValueError as exc:
+        raise WireError(f"bad round config: {exc}") from exc
+    if cfg.digest != bytes(m.config_digest):
+        raise WireError("the round config does not match its digest")
+    return cfg
+
+
+# -- client -> server --------------------------------------------------------------------------
+
+
+def client_to_pb(msg: ClientMessage, cfg: RoundConfig) -> pb.ClientEnvelope:
+    assert cfg.session_id is not None
+    env = pb.ClientEnvelope(round=cfg.round, session_id=cfg.session_id, sender=msg.sender)
+    if isinstance(msg, AdvertiseKeys):
+        env.advertise_keys.CopyFrom(
+            pb.AdvertiseKeys(c_pk=msg.c_pk, s_pk=msg.s_pk, signature=msg.signature)
+        )
+    elif isinstance(msg, ShareKeys):
+        env.share_keys.CopyFrom(
+            pb.ShareKeys(
+                b_commitment=msg.b_commitment,
+                share_digests=[_sd_to_pb(sd) for sd in msg.share_digests],
+                ciphertexts=[pb.Ciphertext(holder=h, ciphertext=c) for h, c in msg.ciphertexts],
+                signature=msg.signature,
+            )
+        )
+    elif isinstance(msg, MaskedInput):
+        env.masked_input.CopyFrom(
+            pb.MaskedInput(packed=pack_bits(msg.masked, cfg.ring_bits), signature=msg.signature)
+        )
+    elif isinstance(msg, ConsistencySignature):
+        env.consistency.CopyFrom(pb.ConsistencySignature(signature=msg.signature))
+    else:
+        env.unmask.CopyFrom(
+            pb.UnmaskShares(
+                b_shares=[pb.Share(owner=o, y=y) for o, y in msg.b_shares],
+                s_shares=[pb.Share(owner=o, y=y) for o, y in msg.s_shares],
+            )
+        )
+    return env
+
+
+def _sd_to_pb(sd: ShareDigest) -> pb.ShareDigest:
+    return pb.ShareDigest(holder=sd.holder, s_digest=sd.s_digest, b_digest=sd.b_digest)
+
+
+def _sd_from_pb(m: pb.ShareDigest, cfg: RoundConfig) -> ShareDigest:
+    return ShareDigest(
+        _id(m.holder, cfg, "holder"),
+        _b(m.s_digest, 32, "share digest"),
+        _b(m.b_digest, 32, "share digest"),
+    )
+
+
+def client_from_pb(env: pb.ClientEnvelope, cfg: RoundConfig) -> ClientMessage:
+    """Decode a client message of ``cfg``'s round; freshness (session, round) is checked."""
+    if env.round != cfg.round or bytes(env.session_id) != cfg.session_id:
+        raise WireError("message for another round or session (replay?)")
+    sender = _id(env.sender, cfg, "sender")
+    kind = env.WhichOneof("body")
+    k = cfg.degree
+    if kind == "advertise_keys":
+        a = env.advertise_keys
+        return AdvertiseKeys(
+            sender, _b(a.c_pk, 32, "c_pk"), _b(a.s_pk, 32, "s_pk"), _b(a.signature, 64, "sig")
+        )
+    if kind == "share_keys":
+        s = env.share_keys
+        _bounded(s.share_digests, k, "share digests")
+        _bounded(s.ciphertexts, k, "ciphertexts")
+        return ShareKeys(
+            sender,
+            _b(s.b_commitment, 32, "commitment"),
+            tuple(_sd_from_pb(sd, cfg) for sd in s.share_digests),
+            tuple(
+                (_id(c.holder, cfg, "holder"), _b(c.ciphertext, _CT_BYTES, "ciphertext"))
+                for c in s.ciphertexts
+            ),
+            _b(s.signature, 64, "signature"),
+        )
+    if kind == "masked_input":
+        m = env.masked_input
+        try:
+            vec = unpack_bits(bytes(m.packed), cfg.ring_bits, cfg.d)
+        except ValueError as exc:
+            raise WireError(f"masked input: {exc}") from exc
+        return MaskedInput(sender, vec, _b(m.signature, 64, "signature"))
+    if kind == "consistency":
+        return ConsistencySignature(sender, _b(env.consistency.signature, 64, "signature"))
+    if kind == "unmask":
+        u = env.unmask
+        _bounded(u.b_shares, k, "shares")
+        _bounded(u.s_shares, k, "shares")
+        return UnmaskShares(
+            sender,
+            tuple((_id(s.owner, cfg, "owner"), _b(s.y, 66, "share")) for s in u.b_shares),
+            tuple((_id(s.owner, cfg, "owner"), _b(s.y, 66, "share")) for s in u.s_shares),
+        )
+    raise WireError("empty client message")
+
+
+# -- server -> client --------------------------------------------------------------------------
+
+
+def server_to_pb(msg: ServerMessage, cfg: RoundConfig) -> pb.ServerEnvelope:
+    assert cfg.session_id is not None
+    env = pb.ServerEnvelope(round=cfg.round, session_id=cfg.session_id, recipient=msg.recipient)
+    if isinstance(msg, KeyList):
+        env.key_list.CopyFrom(
+            pb.KeyList(
+                entries=[
+                    pb.AdvertiseEntry(
+                        sender=e.sender, c_pk=e.c_pk, s_pk=e.s_pk, signature=e.signature
+                    )
+                    for e in msg.entries
+                ]
+            )
+        )
+    elif isinstance(msg, ShareBundle):
+        env.share_bundle.CopyFrom(
+            pb.ShareBundle(
+                shares=[
+                    pb.ForwardedShare(
+                        owner=f.owner,
+                        ciphertext=f.ciphertext,
+                        b_commitment=f.b_commitment,
+                        share_digests=[_sd_to_pb(sd) for sd in f.share_digests],
+                        signature=f.signature,
+                    )
+                    for f in msg.shares
+                ]
+            )
+        )
+    elif isinstance(msg, SurvivorList):
+        env.survivor_list.CopyFrom(pb.SurvivorList(survivors=sorted(msg.survivors)))
+    else:
+        env.signature_bundle.CopyFrom(
+            pb.SignatureBundle(
+                signatures=[pb.SignatureEntry(signer=v, signature=s) for v, s in msg.signatures]
+            )
+        )
+    return env
+
+
+def server_from_pb(env: pb.ServerEnvelope, cfg: RoundConfig) -> ServerMessage | pb.RoundOutcome:
+    """Decode a server message; a ``RoundOutcome`` (the round ended for us) is returned as is."""
+    if env.round != cfg.round or bytes(env.session_id) != cfg.session_id:
+        raise WireError("server message for another round or session")
+    me = _id(env.recipient, cfg, "recipient")
+    kind = env.WhichOneof("body")
+    n, k = cfg.n, cfg.degree
+    if kind == "key_list":
+        _bounded(env.key_list.entries, n, "key entries")
+        return KeyList(
+            me,
+            tuple(
+                AdvertiseKeys(
+                    _id(e.sender, cfg, "sender"),
+                    _b(e.c_pk, 32, "c_pk"),
+                    _b(e.s_pk, 32, "s_pk"),
+                    _b(e.signature, 64, "signature"),
+                )
+                for e in env.key_list.entries
+            ),
+        )
+    if kind == "share_bundle":
+        _bounded(env.share_bundle.shares, k, "forwarded shares")
+        out = []
+        for f in env.share_bundle.shares:
+            _bounded(f.share_digests, k, "share digests")
+            out.append(
+                ForwardedShare(
+                    _id(f.owner, cfg, "owner"),
+                    _b(f.ciphertext, _CT_BYTES, "ciphertext"),
+                    _b(f.b_commitment, 32, "commitment"),
+                    tuple(_sd_from_pb(sd, cfg) for sd in f.share_digests),
+                    _b(f.signature, 64, "signature"),
+                )
+            )
+        return ShareBundle(me, tuple(out))
+    if kind == "survivor_list":
+        _bounded(env.survivor_list.survivors, n, "survivors")
+        return SurvivorList(
+            me, frozenset(_id(u, cfg, "survivor") for u in env.survivor_list.survivors)
+        )
+    if kind == "signature_bundle":
+        _bounded(env.signature_bundle.signatures, k, "signatures")
+        return SignatureBundle(
+            me,
+            tuple(
+                (_id(s.signer, cfg, "signer"), _b(s.signature, 64, "signature"))
+                for s in env.signature_bundle.signatures
+            ),
+        )
+    if kind == "outcome":
+        return env.outcome
+    raise WireError("empty server message")
