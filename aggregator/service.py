@@ -275,8 +275,9 @@ class RoundRunner:
 def _peer_id(context: grpc.ServicerContext, insecure: bool, claimed: int) -> int:
     if insecure:
         return claimed
-    names = context.auth_context().get("x509_common_name") or []
-    ids = {member_id_from_cn(n.decode(errors="replace")) for n in names}
+    raw = context.auth_context().get("x509_common_name") or []
+    names: list[bytes] = [raw] if isinstance(raw, bytes) else list(raw)
+    ids = {member_id_from_cn(bytes(n).decode(errors="replace")) for n in names}
     ids.discard(None)
     if len(ids) != 1:
         context.abort(grpc.StatusCode.PERMISSION_DENIED, "no member certificate")
@@ -450,7 +451,9 @@ def serve(
         ],
         maximum_concurrent_rpcs=4 * n + 64,
     )
-    pb_grpc.add_AggregatorServicer_to_server(AggregatorService(runner, insecure=insecure), server)
+    pb_grpc.add_AggregatorServicer_to_server(  # type: ignore[no-untyped-call]
+        AggregatorService(runner, insecure=insecure), server
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if insecure:

@@ -96,7 +96,7 @@ class ClientAgent:
                 root_certificates=cons.ca, private_key=member.key, certificate_chain=member.cert
             )
             self.channel = grpc.secure_channel(options.aggregator, creds, options=chan_opts)
-        self.stub = pb_grpc.AggregatorStub(self.channel)
+        self.stub = pb_grpc.AggregatorStub(self.channel)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
         self.channel.close()
@@ -118,6 +118,12 @@ class ClientAgent:
                 raise AgentError(f"{what} failed: {code.name}: {exc.details()}") from None
         raise AgentError(f"{what} failed after {self.options.retries} retries")
 
+    def _submit(self, stage: Stage, env: pb.ClientEnvelope) -> None:
+        self._call(
+            f"sending {stage.name}",
+            lambda: self.stub.Submit(env, timeout=self.options.rpc_timeout),
+        )
+
     def _await(self, cfg: RoundConfig, stage: Stage) -> pb.ServerEnvelope:
         req = pb.AwaitRequest(
             round=cfg.round,
@@ -128,10 +134,11 @@ class ClientAgent:
         deadline = self.clock() + self.options.wait_timeout
         while True:
             try:
-                return self._call(
+                env: pb.ServerEnvelope = self._call(
                     f"waiting for {stage.name}",
                     lambda: self.stub.Await(req, timeout=min(60.0, self.options.wait_timeout)),
                 )
+                return env
             except AgentError as exc:
                 if "DEADLINE_EXCEEDED" in str(exc) and self.clock() < deadline:
                     continue
@@ -177,11 +184,7 @@ class ClientAgent:
             for stage in Stage:
                 if self.before_stage is not None:
                     self.before_stage(cfg.round, stage)
-                env = wire.client_to_pb(msg, cfg)
-                self._call(
-                    f"sending {stage.name}",
-                    lambda env=env: self.stub.Submit(env, timeout=self.options.rpc_timeout),
-                )
+                self._submit(stage, wire.client_to_pb(msg, cfg))
                 reply = wire.server_from_pb(self._await(cfg, stage), cfg)
                 if isinstance(reply, pb.RoundOutcome):
                     log.info(
