@@ -275,7 +275,7 @@ class RoundRunner:
 def _peer_id(context: grpc.ServicerContext, insecure: bool, claimed: int) -> int:
     if insecure:
         return claimed
-    raw = context.auth_context().get("x509_common_name") or []
+    raw: bytes | list[bytes] = context.auth_context().get("x509_common_name") or []
     names: list[bytes] = [raw] if isinstance(raw, bytes) else list(raw)
     ids = {member_id_from_cn(bytes(n).decode(errors="replace")) for n in names}
     ids.discard(None)
