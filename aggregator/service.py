@@ -74,6 +74,8 @@ class _Round:
     included: tuple[int, ...] = ()
     deadline: float = 0.0
     keylist_pb: pb.KeyList | None = None
+    opened_at: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 class RoundRunner:
@@ -151,6 +153,7 @@ class RoundRunner:
     def _run_round(self, *, first: bool) -> None:
         with self.cond:
             rnd = self._open()
+            rnd.opened_at = self.clock()
             self.current = rnd
             self.cond.notify_all()
         log.info(
@@ -187,6 +190,7 @@ class RoundRunner:
                     self._end(rnd, completed=False, reason=f"round aborted: {exc}")
                     return
                 rnd.closed[stage] = out
+                rnd.stage_seconds[stage.name] = self.clock() - t0
                 answered = self._answered(rnd)
                 if stage is not Stage.UNMASK:
                     rnd.stage = Stage(stage.value + 1)
@@ -235,6 +239,10 @@ class RoundRunner:
             "ring_bits": cfg.ring_bits,
             "d": cfg.d,
             "aggregate_sha256": digest,
+            "timings": {
+                "stages_s": rnd.stage_seconds,
+                "round_s": self.clock() - rnd.opened_at,
+            },
         }
         js = out / f"round-{rnd.number}.json"
         js_tmp = js.with_suffix(".json.tmp")

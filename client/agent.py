@@ -60,6 +60,8 @@ class RoundReport:
     included: tuple[int, ...]
     reason: str
     seconds: float
+    bytes_sent: int = 0
+    bytes_received: int = 0
 
 
 class ClientAgent:
@@ -76,6 +78,7 @@ class ClientAgent:
     ) -> None:
         self.options = options
         self.before_stage = before_stage  # fault injection for tests: (round, stage)
+        self._sent = self._received = 0  # protobuf bytes of the current round
         self.provider = provider
         self.sleep = sleep
         self.clock = clock
@@ -119,6 +122,7 @@ class ClientAgent:
         raise AgentError(f"{what} failed after {self.options.retries} retries")
 
     def _submit(self, stage: Stage, env: pb.ClientEnvelope) -> None:
+        self._sent += env.ByteSize()
         self._call(
             f"sending {stage.name}",
             lambda: self.stub.Submit(env, timeout=self.options.rpc_timeout),
@@ -172,6 +176,7 @@ class ClientAgent:
 
     def _one_round(self, cfg: RoundConfig) -> RoundReport:
         t0 = self.clock()
+        self._sent = self._received = 0
         me = self.options.client_id
         x = np.asarray(self.provider(cfg), dtype=np.float64)
         ring = cfg.encoding.encode(x, SystemRandom())
@@ -185,7 +190,9 @@ class ClientAgent:
                 if self.before_stage is not None:
                     self.before_stage(cfg.round, stage)
                 self._submit(stage, wire.client_to_pb(msg, cfg))
-                reply = wire.server_from_pb(self._await(cfg, stage), cfg)
+                got = self._await(cfg, stage)
+                self._received += got.ByteSize()
+                reply = wire.server_from_pb(got, cfg)
                 if isinstance(reply, pb.RoundOutcome):
                     log.info(
                         "client %d: round %d %s%s",
@@ -200,6 +207,8 @@ class ClientAgent:
                         tuple(reply.included),
                         reply.reason,
                         self.clock() - t0,
+                        self._sent,
+                        self._received,
                     )
                 msg = client.receive(reply)
                 log.debug("client %d: %s done", me, stage.name)
