@@ -1,4 +1,4 @@
-"""One error hierarchy for :mod:`dp`: every failed check raises one of these, never returns False."""
+"""One error hierarchy for :mod:`dp`: failed checks raise one of these, never return False."""
 
 from __future__ import annotations
 

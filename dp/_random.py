@@ -30,7 +30,6 @@ __all__ = [
     "require_csprng",
     "uniform_below",
     "uniform_floats",
-    "uniform_floats_open",
     "uniform_u64",
 ]
 
@@ -109,13 +108,6 @@ def uniform_u64(rng: RandomSource, n: int) -> npt.NDArray[np.uint64]:
 def uniform_floats(rng: RandomSource, n: int) -> npt.NDArray[np.float64]:
     """``n`` floats uniform on the grid ``{0, 2^-53, ..., 1 - 2^-53}``, i.e. [0, 1)."""
     return (uniform_u64(rng, n) >> np.uint64(11)).astype(np.float64) * _TWO_POW_M53
-
-
-def uniform_floats_open(rng: RandomSource, n: int) -> npt.NDArray[np.float64]:
-    """``n`` floats uniform on ``{2^-53, ..., 1}``, i.e. (0, 1]: safe to take the log of."""
-    return ((uniform_u64(rng, n) >> np.uint64(11)) + np.uint64(1)).astype(
-        np.float64
-    ) * _TWO_POW_M53
 
 
 def uniform_below(rng: RandomSource, bound: int, n: int) -> npt.NDArray[np.int64]:
