@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, fields
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -279,6 +279,35 @@ class DistributedDPConfig:
             value = getattr(self, f.name)
             items[f.name] = value.hex() if isinstance(value, float) else value
         return json.dumps(items, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_canonical(cls, raw: bytes) -> DistributedDPConfig:
+        """Inverse of :meth:`canonical_bytes`; validates like the constructor (the bytes come
+        from the network)."""
+        try:
+            items = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidParameter(f"DP parameters are not canonical JSON: {exc}") from exc
+        if not isinstance(items, dict) or items.pop("dp_encoding", None) != "dp/v1/distributed":
+            raise InvalidParameter("not a dp/v1/distributed parameter set")
+        names = {f.name: f for f in fields(cls)}
+        if set(items) != set(names):
+            raise InvalidParameter("DP parameters have missing or unknown fields")
+        kwargs: dict[str, Any] = {}
+        for name, value in items.items():
+            if name in ("l2_clip", "noise_multiplier", "scale", "beta"):
+                if not isinstance(value, str):
+                    raise InvalidParameter(f"{name} must be a hex float")
+                try:
+                    kwargs[name] = float.fromhex(value)
+                except ValueError as exc:
+                    raise InvalidParameter(f"{name} is not a hex float") from exc
+            else:
+                kwargs[name] = value
+        config = cls(**kwargs)
+        if config.canonical_bytes() != raw:
+            raise InvalidParameter("DP parameters are not in canonical form")
+        return config
 
 
 @dataclass(frozen=True, slots=True, eq=False)

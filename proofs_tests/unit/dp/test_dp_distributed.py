@@ -363,3 +363,30 @@ def test_absurd_scales_fail_cleanly() -> None:
         choose_bits(**{**BASE, "noise_multiplier": 1e200}, scale=1.0)  # type: ignore[arg-type]
     huge_clip = choose_scale(**{**BASE, "l2_clip": 1e300})  # type: ignore[arg-type]
     assert huge_clip * 1e300 < 2**31
+
+
+def test_canonical_bytes_round_trip_and_refuse_edits() -> None:
+    """The public DP parameters travel as canonical bytes (bound into dp_digest); a client
+    rebuilds and re-validates them, and refuses anything not exactly canonical."""
+    from dp import InvalidParameter as Bad
+    from dp.distributed import DistributedDPConfig as Cfg
+
+    cfg = Cfg.calibrated(
+        l2_clip=1.0, dim=1000, num_clients=6, min_survivors=4, noise_multiplier=0.8, bits=24
+    )
+    raw = cfg.canonical_bytes()
+    assert Cfg.from_canonical(raw) == cfg
+    for bad in (
+        raw.replace(b'"bits":24', b'"bits":25'),  # valid JSON, no longer canonical for the rest?
+        raw.replace(b"dp/v1/distributed", b"dp/v0/x"),
+        raw[:-1],
+        b"[]",
+        raw.replace(b'"dim":1000,', b""),
+    ):
+        if bad == raw:
+            continue
+        try:
+            got = Cfg.from_canonical(bad)
+        except (Bad, ValueError):
+            continue
+        assert got.canonical_bytes() == bad  # only an equally valid, different config passes
