@@ -292,6 +292,55 @@ def _peer_id(context: grpc.ServicerContext, insecure: bool, claimed: int) -> int
     return int(next(iter(ids)))  # type: ignore[arg-type]
 
 
+class _Undecodable:
+    """What a request that does not parse as its protobuf type decodes to (never None, which
+    grpc would answer with INTERNAL and a logged traceback)."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def decode(raw: bytes) -> Any:
+        try:
+            return parse(raw)
+        except Exception as exc:  # protobuf's DecodeError, whatever the runtime
+            return _Undecodable(f"undecodable request: {exc}")
+
+    return decode
+
+
+def _refusing_undecodable(
+    method: Callable[[Any, grpc.ServicerContext], Any],
+) -> Callable[[Any, grpc.ServicerContext], Any]:
+    def handler(request: Any, context: grpc.ServicerContext) -> Any:
+        if isinstance(request, _Undecodable):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.why)
+        return method(request, context)
+
+    return handler
+
+
+def _add_service(service: AggregatorService, server: grpc.Server) -> None:
+    """``add_AggregatorServicer_to_server``, but a request that is not valid protobuf gets
+    INVALID_ARGUMENT like any other malformed message."""
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            _refusing_undecodable(getattr(service, name)),
+            request_deserializer=_lenient(req.FromString),
+            response_serializer=resp.SerializeToString,
+        )
+        for name, req, resp in (
+            ("GetRound", pb.GetRoundRequest, pb.RoundInfo),
+            ("Submit", pb.ClientEnvelope, pb.SubmitAck),
+            ("Await", pb.AwaitRequest, pb.ServerEnvelope),
+        )
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("secagg.v1.Aggregator", handlers),)
+    )
+
+
 class AggregatorService(pb_grpc.AggregatorServicer):
     """The three RPCs; every check ends in one clear status, never a traceback."""
 
@@ -371,14 +420,20 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             prior = rnd.accepted.get((stage, sender))
             if prior is not None and prior == digest:
                 return pb.SubmitAck(stage=wire.STAGE_TO_PB[stage])  # an idempotent retry
+            already_excluded = sender in rnd.server.rejected
             try:
                 rnd.server.receive(msg)
-            except UnexpectedMessage as exc:
-                r.store.log_stage(rnd.number, stage.name, sender, "rejected", str(exc), r.wall())
-                context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             except ProtocolAbort as exc:
-                r.store.log_stage(rnd.number, stage.name, sender, "rejected", str(exc), r.wall())
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                if not already_excluded:  # one row per exclusion: the log cannot be flooded
+                    r.store.log_stage(
+                        rnd.number, stage.name, sender, "rejected", str(exc), r.wall()
+                    )
+                code = (
+                    grpc.StatusCode.FAILED_PRECONDITION
+                    if isinstance(exc, UnexpectedMessage)
+                    else grpc.StatusCode.INVALID_ARGUMENT
+                )
+                context.abort(code, str(exc))
             rnd.accepted[(stage, sender)] = digest
             r.store.log_stage(rnd.number, stage.name, sender, "completed", "", r.wall())
             r.cond.notify_all()
@@ -459,9 +514,7 @@ def serve(
         ],
         maximum_concurrent_rpcs=4 * n + 64,
     )
-    pb_grpc.add_AggregatorServicer_to_server(  # type: ignore[no-untyped-call]
-        AggregatorService(runner, insecure=insecure), server
-    )
+    _add_service(AggregatorService(runner, insecure=insecure), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if insecure:

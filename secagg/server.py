@@ -299,7 +299,9 @@ class SecAggServer:
 
     def _need(self, count: int, what: str) -> None:
         if count < self.config.t:
-            raise InsufficientSurvivors(f"{count} {what}, threshold t={self.config.t}")
+            raise InsufficientSurvivors(
+                f"too few clients: {max(count, 0)} {what}, threshold t={self.config.t}"
+            )
 
     def _close_advertise(self) -> dict[int, ServerMessage]:
         self.u1 = frozenset(self._adverts)

@@ -1,0 +1,656 @@
+"""The aggregator in HE mode: a gRPC service around :class:`secagg.he.HeAccumulator`.
+
+A round: ask the key holder (a gRPC client of this service, CN ``secagg key holder``) for a
+fresh key set; check its signature and that the aggregator's context carries no key; open
+uploads; add each member's upload as it completes, in a sandbox (:class:`SafeDeserializer`);
+close at the deadline or when every member has answered; send the one running sum per chunk to
+the key holder; publish what it releases as ``OUTPUT/round-<r>.npy`` / ``.json``.
+
+Failure handling: a member that misses the deadline is a dropout and costs nothing; a malformed
+or oversized upload is refused (INVALID_ARGUMENT / RESOURCE_EXHAUSTED) and its sender excluded
+from the round, and the service keeps serving even if the native parser crashes on it; a key
+holder that does not answer, or refuses, aborts the round with its reason.
+
+Run it: ``python -m aggregator.he_service serve --consortium C --state S --output O --dimension D``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from aggregator.consortium import Consortium, load_consortium, member_id_from_cn
+from aggregator.he_material import KEYHOLDER_CN, verify_context
+from aggregator.store import AggregatorStore
+from protos import he_wire
+from protos.secagg.he.v1 import he_pb2 as pb
+from protos.secagg.he.v1 import he_pb2_grpc as pb_grpc
+from secagg import SecAggError
+from secagg.encoding import DEFAULT_LEVEL_BITS
+from secagg.he import (
+    DEFAULT_PARAMS,
+    ContextKind,
+    HeAccumulator,
+    HeError,
+    HeRoundConfig,
+    InvalidCiphertext,
+    SafeDeserializer,
+    context_digest,
+)
+
+__all__ = ["HeAggregatorService", "HeRoundRunner", "HeServeOptions", "main", "serve_he"]
+
+log = logging.getLogger("secagg.aggregator.he")
+_HISTORY = 8
+
+
+@dataclass(frozen=True)
+class HeServeOptions:
+    """What ``serve`` runs: ``rounds`` HE rounds of ``d``-vectors with parameter set ``params``.
+
+    ``crash_marker`` is a test-only hook passed to the sandbox (a worker dies on an input that
+    contains it)."""
+
+    d: int
+    params: str = DEFAULT_PARAMS.name
+    clip: float = 1.0
+    bits: int | None = None
+    level_bits: int = DEFAULT_LEVEL_BITS
+    flood: int | None = None
+    rounds: int = 1
+    upload_timeout: float = 30.0
+    first_round_wait: float = 60.0
+    keyholder_timeout: float = 60.0
+    min_cohort: int = 3
+    output: Path = Path("output")
+    workers: int = 1
+    parse_timeout: float | None = 60.0
+    max_concurrent_uploads: int = 4
+    max_workers: int | None = None
+    crash_marker: bytes | None = None
+
+
+@dataclass
+class _Round:
+    number: int
+    config: HeRoundConfig
+    acc: HeAccumulator | None = None
+    info: pb.RoundInfo | None = None
+    open_for_uploads: bool = False
+    deadline: float = 0.0
+    ended: bool = False
+    completed: bool = False
+    reason: str = ""
+    included: tuple[int, ...] = ()
+    upload_bytes: dict[int, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class HeRoundRunner:
+    """Drives rounds; owns the state the RPC handlers read (under ``cond``)."""
+
+    def __init__(
+        self,
+        options: HeServeOptions,
+        consortium: Consortium,
+        store: AggregatorStore,
+        sandbox: SafeDeserializer,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.options = options
+        self.ca = consortium.ca
+        self.members = frozenset(consortium.registry)
+        self.store = store
+        self.sandbox = sandbox
+        self.clock = clock
+        self.wall = wall
+        self.cond = threading.Condition()
+        self.add_lock = threading.Lock()
+        self.uploads = threading.BoundedSemaphore(options.max_concurrent_uploads)
+        self.current: _Round | None = None
+        self.history: dict[int, _Round] = {}
+        self.finished = False
+        self._stop = threading.Event()
+        self._tasks: deque[pb.KeyHolderTask] = deque()
+        self._answers: dict[int, pb.KeyHolderAnswer] = {}
+        self._task_ids = 0
+        self.template = HeRoundConfig(
+            n=len(self.members),
+            d=options.d,
+            params=options.params,
+            clip=options.clip,
+            bits=options.bits,
+            level_bits=options.level_bits,
+            flood=options.flood,
+        )
+        for r in store.abort_interrupted(wall()):
+            log.warning("round %d was interrupted by a restart: aborted", r)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self.cond:
+            self.cond.notify_all()
+
+    # -- key holder tasks -----------------------------------------------------------------
+
+    def _ask(self, task: pb.KeyHolderTask, timeout: float) -> pb.KeyHolderAnswer | None:
+        """Queue a task for the key holder and wait for its answer (None on timeout/stop)."""
+        with self.cond:
+            self._task_ids += 1
+            task.task_id = self._task_ids
+            self._tasks.append(task)
+            self.cond.notify_all()
+            end = self.clock() + timeout
+            while task.task_id not in self._answers and not self._stop.is_set():
+                left = end - self.clock()
+                if left <= 0:
+                    break
+                self.cond.wait(min(left, 0.5))
+            return self._answers.pop(task.task_id, None)
+
+    def has_task(self) -> bool:
+        return bool(self._tasks)
+
+    def next_task(self) -> pb.KeyHolderTask | None:
+        return self._tasks.popleft() if self._tasks else None
+
+    def answer(self, ans: pb.KeyHolderAnswer) -> None:
+        self._answers[ans.task_id] = ans
+        self.cond.notify_all()
+
+    # -- the round loop -------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            for i in range(self.options.rounds):
+                if self._stop.is_set():
+                    break
+                self._run_round(first=i == 0)
+        finally:
+            with self.cond:
+                self.finished = True
+                self._tasks.append(pb.KeyHolderTask(finished=True))
+                self.cond.notify_all()
+
+    def _open(self) -> _Round:
+        number = self.store.next_round()
+        used = self.store.session_ids()
+        session = os.urandom(16)
+        while session in used:
+            session = os.urandom(16)
+        cfg = self.template.with_session(session, number)
+        self.store.open_round(number, session, json.loads(cfg.canonical()), self.wall())
+        return _Round(number, cfg)
+
+    def _run_round(self, *, first: bool) -> None:
+        rnd = self._open()
+        cfg = rnd.config
+        t_open = self.clock()
+        wait_keys = self.options.keyholder_timeout
+        if first:
+            wait_keys = max(wait_keys, self.options.first_round_wait)
+        log.info("round %d: %s; asking the key holder for keys", rnd.number, cfg.describe())
+        ans = self._ask(pb.KeyHolderTask(open_round=he_wire.config_to_pb(cfg)), wait_keys)
+        try:
+            if ans is None or not ans.HasField("keys"):
+                why = ans.refusal.reason if ans is not None and ans.HasField("refusal") else ""
+                raise HeError(f"the key holder issued no keys{': ' + why if why else ''}")
+            keys = ans.keys
+            verify_context(
+                self.ca,
+                keys.keyholder_certificate,
+                context_digest(cfg, keys.public_context),
+                keys.context_signature,
+            )
+            self.sandbox.check_context(keys.public_context, cfg.he_params, ContextKind.PUBLIC)
+            rnd.acc = HeAccumulator(cfg, keys.parameters_context, backend=self.sandbox)
+        except SecAggError as exc:
+            self._end(rnd, completed=False, reason=f"round aborted: {exc}")
+            return
+        rnd.timings["keys_s"] = self.clock() - t_open
+        timeout = self.options.upload_timeout
+        if first:
+            timeout = max(timeout, self.options.first_round_wait)
+        with self.cond:
+            rnd.info = pb.RoundInfo(
+                config=he_wire.config_to_pb(cfg),
+                public_context=keys.public_context,
+                context_signature=keys.context_signature,
+                keyholder_certificate=keys.keyholder_certificate,
+            )
+            rnd.deadline = self.clock() + timeout
+            rnd.open_for_uploads = True
+            self.current = rnd
+            self.cond.notify_all()
+            acc = rnd.acc
+            while not self._stop.is_set():
+                if self.members <= acc.included | set(acc.rejected):
+                    break
+                left = rnd.deadline - self.clock()
+                if left <= 0:
+                    break
+                self.cond.wait(min(left, 0.5))
+            rnd.open_for_uploads = False
+        if self._stop.is_set():
+            self._forget(cfg)
+            self._end(rnd, completed=False, reason="the aggregator is shutting down")
+            return
+        with self.add_lock:  # waits for an upload being added right now
+            included = sorted(acc.included)
+            message = acc.close() if len(included) >= self.options.min_cohort else None
+            acc.closed = True
+        rnd.timings["uploads_s"] = self.clock() - t_open - rnd.timings["keys_s"]
+        if message is None:
+            self._forget(cfg)
+            self._end(
+                rnd,
+                completed=False,
+                reason=f"only {len(included)} uploads, below the minimum {self.options.min_cohort}",
+            )
+            return
+        t0 = self.clock()
+        task = pb.KeyHolderTask(
+            release=pb.SumRequest(
+                config=he_wire.config_to_pb(cfg), chunks=message.chunks, included=included
+            )
+        )
+        ans = self._ask(task, self.options.keyholder_timeout)
+        rnd.timings["release_s"] = self.clock() - t0
+        if ans is None or not ans.HasField("release"):
+            why = ans.refusal.reason if ans is not None and ans.HasField("refusal") else "timeout"
+            self._end(rnd, completed=False, reason=f"the key holder released nothing: {why}")
+            return
+        try:
+            int_sum = he_wire.int_sum_from_bytes(ans.release.int_sum, cfg.d)
+            if ans.release.count != len(included):
+                raise HeError("the released count is not the number of uploads")
+        except SecAggError as exc:
+            self._end(rnd, completed=False, reason=f"bad release: {exc}")
+            return
+        self._publish(rnd, int_sum, ans.release, t_open)
+
+    def _forget(self, cfg: HeRoundConfig) -> None:
+        with self.cond:
+            self._tasks.append(pb.KeyHolderTask(forget=he_wire.config_to_pb(cfg)))
+            self.cond.notify_all()
+
+    def _publish(self, rnd: _Round, int_sum: Any, rel: pb.Release, t_open: float) -> None:
+        cfg = rnd.config
+        assert rnd.acc is not None and rnd.info is not None
+        aggregate = int_sum.astype(np.float64) / cfg.encoding.scale
+        out = self.options.output
+        out.mkdir(parents=True, exist_ok=True)
+        npy = out / f"round-{rnd.number}.npy"
+        tmp = npy.with_suffix(".npy.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, aggregate, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, npy)
+        digest = hashlib.sha256(npy.read_bytes()).hexdigest()
+        included = sorted(rnd.acc.included)
+        dropped = sorted(self.members - rnd.acc.included)
+        sizes = sorted(rnd.upload_bytes.values())
+        median = sizes[len(sizes) // 2] if sizes else 0
+        summary: dict[str, Any] = {
+            "round": rnd.number,
+            "mode": "he",
+            "session_id": cfg.session_id.hex() if cfg.session_id else "",
+            "params": cfg.params,
+            "scheme": cfg.scheme.value,
+            "included": included,
+            "dropped": dropped,
+            "rejected": {str(u): why for u, why in rnd.acc.rejected.items()},
+            "count": rel.count,
+            "error_bound": rel.error_bound,
+            "flood": rel.flood,
+            "d": cfg.d,
+            "field_bits": cfg.layout.field_bits,
+            "fields_per_slot": cfg.layout.fields_per_slot,
+            "chunks": cfg.layout.chunks,
+            "upload_bytes_median": median,
+            "upload_vs_float32": median / (4 * cfg.d),
+            "public_context_bytes": len(rnd.info.public_context),
+            "aggregate_sha256": digest,
+            "timings": {**rnd.timings, "round_s": self.clock() - t_open},
+        }
+        js = out / f"round-{rnd.number}.json"
+        js_tmp = js.with_suffix(".json.tmp")
+        js_tmp.write_text(json.dumps(summary, indent=1))
+        os.replace(js_tmp, js)
+        self.store.complete_round(
+            rnd.number, included, dropped, str(npy), digest, summary, self.wall()
+        )
+        log.info(
+            "round %d published: %d included, %d dropped", rnd.number, len(included), len(dropped)
+        )
+        self._end(rnd, completed=True, reason="", included=tuple(included))
+
+    def _end(
+        self, rnd: _Round, *, completed: bool, reason: str, included: tuple[int, ...] = ()
+    ) -> None:
+        if not completed:
+            log.warning("round %d: %s", rnd.number, reason)
+            self.store.abort_round(rnd.number, reason, self.wall())
+        with self.cond:
+            rnd.open_for_uploads = False
+            rnd.ended, rnd.completed, rnd.reason, rnd.included = True, completed, reason, included
+            self.current = rnd
+            self.history[rnd.number] = rnd
+            for old in sorted(self.history)[:-_HISTORY]:
+                del self.history[old]
+            self.cond.notify_all()
+
+    def find(self, number: int) -> _Round | None:
+        if self.current is not None and self.current.number == number:
+            return self.current
+        return self.history.get(number)
+
+
+def _peer_names(context: grpc.ServicerContext) -> list[str]:
+    raw: bytes | list[bytes] = context.auth_context().get("x509_common_name") or []
+    names = [raw] if isinstance(raw, bytes) else list(raw)
+    return [bytes(n).decode(errors="replace") for n in names]
+
+
+class HeAggregatorService(pb_grpc.HeAggregatorServicer):
+    """The five RPCs; every check ends in one clear status, never a traceback."""
+
+    def __init__(self, runner: HeRoundRunner) -> None:
+        self.runner = runner
+
+    def _member(self, context: grpc.ServicerContext, claimed: int) -> int:
+        ids = {member_id_from_cn(n) for n in _peer_names(context)} - {None}
+        if len(ids) != 1:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "no member certificate")
+        peer = int(next(iter(ids)))  # type: ignore[arg-type]
+        if peer != claimed or peer not in self.runner.members:
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, f"member {peer} cannot act as {claimed}"
+            )
+        return peer
+
+    def _keyholder(self, context: grpc.ServicerContext) -> None:
+        if _peer_names(context) != [KEYHOLDER_CN]:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "only the key holder may do this")
+
+    def _wait(self, context: grpc.ServicerContext, pred: Callable[[], bool]) -> bool:
+        r = self.runner
+        while not pred():
+            remaining = context.time_remaining()
+            if (remaining is not None and remaining <= 0.05) or not context.is_active():
+                return False
+            r.cond.wait(0.5 if remaining is None else min(0.5, remaining - 0.05))
+        return True
+
+    def GetRound(self, request: pb.GetRoundRequest, context: grpc.ServicerContext) -> pb.RoundInfo:
+        self._member(context, request.client_id)
+        r = self.runner
+
+        def ready() -> bool:
+            cur = r.current
+            if cur is not None and cur.number > request.after_round and cur.open_for_uploads:
+                return True
+            return r.finished
+
+        with r.cond:
+            if not self._wait(context, ready):
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no round opened in time")
+            cur = r.current
+            if cur is None or not cur.open_for_uploads or cur.info is None:
+                return pb.RoundInfo(finished=True)
+            info = pb.RoundInfo()
+            info.CopyFrom(cur.info)
+            info.deadline_s = max(0.0, cur.deadline - r.clock())
+            return info
+
+    def Upload(
+        self, request_iterator: Iterator[pb.UploadChunk], context: grpc.ServicerContext
+    ) -> pb.UploadAck:
+        r = self.runner
+        if not r.uploads.acquire(timeout=max(0.0, context.time_remaining() or 30.0)):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many uploads at once")
+        try:
+            return self._upload(request_iterator, context)
+        finally:
+            r.uploads.release()
+
+    def _upload(
+        self, request_iterator: Iterator[pb.UploadChunk], context: grpc.ServicerContext
+    ) -> pb.UploadAck:
+        r = self.runner
+        sender = -1
+        rnd: _Round | None = None
+        chunks: list[bytes] = []
+        for msg in request_iterator:
+            if rnd is None:
+                sender = self._member(context, msg.sender)
+                with r.cond:
+                    rnd = r.current
+                if rnd is None or rnd.number != msg.round or not rnd.open_for_uploads:
+                    context.abort(grpc.StatusCode.FAILED_PRECONDITION, "that round is not open")
+                assert rnd is not None and rnd.acc is not None
+                if bytes(msg.session_id) != rnd.config.session_id:
+                    context.abort(grpc.StatusCode.FAILED_PRECONDITION, "wrong session")
+            assert rnd.acc is not None
+            if (msg.sender, msg.round, bytes(msg.session_id)) != (
+                sender,
+                rnd.number,
+                rnd.config.session_id,
+            ) or msg.index != len(chunks):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "chunks out of order or mixed")
+            try:
+                rnd.acc.check_chunk(msg.index, msg.ciphertext)
+            except InvalidCiphertext as exc:
+                with r.add_lock:
+                    rnd.acc.rejected.setdefault(sender, str(exc))
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            chunks.append(bytes(msg.ciphertext))
+        if rnd is None or rnd.acc is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an empty upload")
+        assert rnd is not None and rnd.acc is not None
+        with r.add_lock:
+            try:
+                rnd.acc.add(sender, chunks)
+            except InvalidCiphertext as exc:
+                log.warning("round %d: upload of %d rejected: %s", rnd.number, sender, exc)
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            except HeError as exc:
+                code = (
+                    grpc.StatusCode.ALREADY_EXISTS
+                    if sender in rnd.acc.included
+                    else grpc.StatusCode.FAILED_PRECONDITION
+                )
+                context.abort(code, str(exc))
+        with r.cond:
+            rnd.upload_bytes[sender] = sum(len(c) for c in chunks)
+            r.store.log_stage(rnd.number, "UPLOAD", sender, "completed", "", r.wall())
+            r.cond.notify_all()
+        return pb.UploadAck(chunks=len(chunks))
+
+    def AwaitOutcome(
+        self, request: pb.AwaitRequest, context: grpc.ServicerContext
+    ) -> pb.RoundOutcome:
+        me = self._member(context, request.client_id)
+        r = self.runner
+        with r.cond:
+            rnd = r.find(request.round)
+            if rnd is None or bytes(request.session_id) != rnd.config.session_id:
+                context.abort(grpc.StatusCode.NOT_FOUND, "unknown round or session")
+            assert rnd is not None
+            if not self._wait(context, lambda: rnd.ended):
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the round is still open")
+            reason = rnd.reason
+            if rnd.completed and me not in rnd.included and rnd.acc is not None:
+                reason = rnd.acc.rejected.get(me, "no upload before the deadline")
+            return pb.RoundOutcome(
+                completed=rnd.completed and me in rnd.included,
+                reason=reason,
+                included=list(rnd.included),
+            )
+
+    def NextTask(self, request: pb.TaskRequest, context: grpc.ServicerContext) -> pb.KeyHolderTask:
+        self._keyholder(context)
+        r = self.runner
+        with r.cond:
+            if not self._wait(context, r.has_task):
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no task yet")
+            task = r.next_task()
+            assert task is not None
+            return task
+
+    def Answer(self, request: pb.KeyHolderAnswer, context: grpc.ServicerContext) -> pb.AnswerAck:
+        self._keyholder(context)
+        with self.runner.cond:
+            self.runner.answer(request)
+        return pb.AnswerAck()
+
+
+def serve_he(
+    options: HeServeOptions,
+    consortium: Consortium,
+    state_dir: Path,
+    listen: str,
+    *,
+    ready: Callable[[int], None] | None = None,
+    stop_event: threading.Event | None = None,
+) -> int:
+    """Run the HE service over mutual TLS until the scheduled rounds are done (or
+    ``stop_event``); returns the number of rounds completed in this run."""
+    store = AggregatorStore(state_dir / "aggregator.db")
+    sandbox = SafeDeserializer(
+        options.workers, timeout=options.parse_timeout, crash_marker=options.crash_marker
+    )
+    sandbox.start()
+    runner = HeRoundRunner(options, consortium, store, sandbox)
+    limit = he_wire.max_message_bytes(runner.template.with_session(bytes(16)))
+    n = len(runner.members)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=options.max_workers or max(32, 2 * n + 16)),
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ],
+        maximum_concurrent_rpcs=4 * n + 64,
+    )
+    pb_grpc.add_HeAggregatorServicer_to_server(  # type: ignore[no-untyped-call]
+        HeAggregatorService(runner), server
+    )
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    key, cert = consortium.aggregator_cert()
+    creds = grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=consortium.ca, require_client_auth=True
+    )
+    port = server.add_secure_port(listen, creds)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    server.start()
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.set("secagg.he.v1.HeAggregator", health_pb2.HealthCheckResponse.SERVING)
+    log.info("HE aggregator listening on port %d (mutual TLS), %d members", port, n)
+    if ready is not None:
+        ready(port)
+    completed_before = sum(1 for r in store.rounds() if r["status"] == "completed")
+    worker = threading.Thread(target=runner.run, name="he-round-runner", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+            if stop_event is not None and stop_event.is_set():
+                runner.stop()
+        time.sleep(0.5)  # let the key holder collect its "finished" task
+    finally:
+        runner.stop()
+        health_servicer.enter_graceful_shutdown()
+        server.stop(grace=2.0).wait()
+        worker.join(5)
+        sandbox.close()
+        done = sum(1 for r in store.rounds() if r["status"] == "completed") - completed_before
+        store.close()
+    return done
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m aggregator.he_service", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="run rounds of HE secure aggregation")
+    s.add_argument("--listen", default="127.0.0.1:50052")
+    s.add_argument("--consortium", type=Path, required=True)
+    s.add_argument("--state", type=Path, required=True, help="folder for the SQLite state")
+    s.add_argument("--output", type=Path, required=True, help="where round-<r>.npy/.json go")
+    s.add_argument("--dimension", type=int, required=True)
+    s.add_argument("--params", default=DEFAULT_PARAMS.name, help="allow-listed parameter set")
+    s.add_argument("--rounds", type=int, default=1)
+    s.add_argument("--upload-timeout", type=float, default=30.0)
+    s.add_argument("--first-round-wait", type=float, default=60.0)
+    s.add_argument("--keyholder-timeout", type=float, default=60.0)
+    s.add_argument("--min-cohort", type=int, default=3)
+    s.add_argument("--clip", type=float, default=1.0)
+    s.add_argument("--bits", type=int, default=None)
+    s.add_argument("--level-bits", type=int, default=DEFAULT_LEVEL_BITS)
+    s.add_argument("--flood", type=int, default=None, help="CKKS flooding, grid units")
+    s.add_argument("--workers", type=int, default=1, help="sandboxed parser processes")
+    s.add_argument("--test-crash-marker", default=None, help=argparse.SUPPRESS)
+    s.add_argument("-v", "--verbose", action="store_true")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        options = HeServeOptions(
+            d=args.dimension,
+            params=args.params,
+            clip=args.clip,
+            bits=args.bits,
+            level_bits=args.level_bits,
+            flood=args.flood,
+            rounds=args.rounds,
+            upload_timeout=args.upload_timeout,
+            first_round_wait=args.first_round_wait,
+            keyholder_timeout=args.keyholder_timeout,
+            min_cohort=args.min_cohort,
+            output=args.output,
+            workers=args.workers,
+            crash_marker=bytes.fromhex(args.test_crash_marker) if args.test_crash_marker else None,
+        )
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        done = serve_he(
+            options, load_consortium(args.consortium), args.state, args.listen, stop_event=stop
+        )
+        print(f"HE aggregator stopped; {done} rounds completed")
+        return 0
+    except (OSError, ValueError, RuntimeError, SecAggError) as exc:
+        print(f"he aggregator: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""``secagg-keyholder``: the key holder of the HE variant, a thin shell over
+:class:`secagg.he.HeKeyHolder`.
+
+It connects to the HE aggregator over mutual TLS with its own certificate (``issue-cert``
+makes one, signed by the consortium CA) and answers the aggregator's tasks: issue a fresh key
+set for a round (signing the public context so clients can tell it is genuine), release a
+round's final sum, or forget a round's key. It refuses to decrypt anything but a round's final
+sum: one decryption per (session, round) it issued, of a sum holding at least ``--min-cohort``
+contributions. The aggregator's bytes are parsed in a sandbox before they come near the key.
+Secret keys live in this process's memory only: a restart forgets them and their rounds fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+
+from aggregator.consortium import load_consortium
+from aggregator.he_material import issue_keyholder_cert, keyholder_material, sign_context
+from protos import he_wire
+from protos.secagg.he.v1 import he_pb2 as pb
+from protos.secagg.he.v1 import he_pb2_grpc as pb_grpc
+from secagg import SecAggError
+from secagg.he import HeKeyHolder, HeSumMessage, SafeDeserializer
+
+__all__ = ["KeyHolderAgent", "main"]
+
+log = logging.getLogger("secagg.keyholder")
+_MAX_MESSAGE = 1 << 30
+
+
+class KeyHolderAgent:
+    """Polls the aggregator for tasks and answers them until it says it has finished."""
+
+    def __init__(
+        self,
+        aggregator: str,
+        consortium: Path,
+        *,
+        min_cohort: int = 3,
+        workers: int = 1,
+        retries: int = 30,
+    ) -> None:
+        cons = load_consortium(consortium)
+        self._key, self._cert = keyholder_material(consortium)
+        self.sandbox = SafeDeserializer(workers, timeout=120.0)
+        self.holder = HeKeyHolder(min_cohort=min_cohort, backend=self.sandbox)
+        self.retries = retries
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=cons.ca, private_key=self._key, certificate_chain=self._cert
+        )
+        self.channel = grpc.secure_channel(
+            aggregator,
+            creds,
+            options=[
+                ("grpc.max_receive_message_length", _MAX_MESSAGE),
+                ("grpc.max_send_message_length", _MAX_MESSAGE),
+            ],
+        )
+        self.stub = pb_grpc.HeAggregatorStub(self.channel)  # type: ignore[no-untyped-call]
+        self.released = 0
+
+    def close(self) -> None:
+        self.channel.close()
+        self.sandbox.close()
+
+    def handle(self, task: pb.KeyHolderTask) -> pb.KeyHolderAnswer:
+        """One task -> one answer; every refusal is a sentence, never a traceback."""
+        ans = pb.KeyHolderAnswer(task_id=task.task_id)
+        try:
+            kind = task.WhichOneof("body")
+            if kind == "open_round":
+                cfg = he_wire.config_from_pb(task.open_round)
+                keys = self.holder.open_round(cfg)
+                ans.keys.CopyFrom(
+                    pb.RoundKeys(
+                        public_context=keys.public_context,
+                        parameters_context=keys.parameters_context,
+                        context_signature=sign_context(self._key, keys.digest),
+                        keyholder_certificate=self._cert,
+                    )
+                )
+                log.info("round %d: keys issued (%s)", cfg.round, cfg.params)
+            elif kind == "release":
+                cfg = he_wire.config_from_pb(task.release.config)
+                assert cfg.session_id is not None
+                rel = self.holder.release(
+                    HeSumMessage(
+                        cfg.session_id,
+                        cfg.round,
+                        tuple(bytes(c) for c in task.release.chunks),
+                        tuple(task.release.included),
+                    )
+                )
+                ans.release.CopyFrom(
+                    pb.Release(
+                        count=rel.count,
+                        int_sum=he_wire.int_sum_to_bytes(rel.int_sum),
+                        error_bound=rel.error_bound,
+                        flood=rel.flood,
+                    )
+                )
+                self.released += 1
+                log.info("round %d: sum of %d released", cfg.round, rel.count)
+            elif kind == "forget":
+                cfg = he_wire.config_from_pb(task.forget)
+                assert cfg.session_id is not None
+                self.holder.forget(cfg.session_id, cfg.round)
+                ans.done = True
+            else:
+                ans.done = True
+        except SecAggError as exc:
+            log.warning("task %d refused: %s", task.task_id, exc)
+            ans.refusal.CopyFrom(pb.Refusal(reason=str(exc)))
+        return ans
+
+    def run(self, stop: threading.Event | None = None) -> int:
+        """Serve tasks until the aggregator has finished; returns the number of sums released."""
+        failures, delay = 0, 0.2
+        while stop is None or not stop.is_set():
+            try:
+                task = self.stub.NextTask(pb.TaskRequest(), timeout=30.0)
+                failures, delay = 0, 0.2
+            except grpc.RpcError as exc:
+                if exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+                    continue
+                failures += 1
+                if failures > self.retries:
+                    raise
+                log.info("aggregator %s; retrying in %.1f s", exc.code().name, delay)
+                time.sleep(delay)
+                delay = min(2 * delay, 5.0)
+                continue
+            if task.WhichOneof("body") == "finished":
+                log.info("the aggregator has finished")
+                break
+            answer = self.handle(task)
+            self.stub.Answer(answer, timeout=60.0)
+        return self.released
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="secagg-keyholder", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    i = sub.add_parser("issue-cert", help="issue the key holder's certificate (needs ca.key)")
+    i.add_argument("--consortium", type=Path, required=True)
+    i.add_argument("--force", action="store_true", help="replace an existing certificate")
+    r = sub.add_parser("run", help="serve the HE aggregator's key tasks")
+    r.add_argument("--aggregator", default="127.0.0.1:50052")
+    r.add_argument("--consortium", type=Path, required=True)
+    r.add_argument("--min-cohort", type=int, default=3)
+    r.add_argument("--workers", type=int, default=1, help="sandboxed parser processes")
+    r.add_argument("-v", "--verbose", action="store_true")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        format="%(asctime)s %(name)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        if args.cmd == "issue-cert":
+            _, cert = issue_keyholder_cert(args.consortium, force=args.force)
+            print(f"key holder certificate written to {cert}")
+            return 0
+        agent = KeyHolderAgent(
+            args.aggregator, args.consortium, min_cohort=args.min_cohort, workers=args.workers
+        )
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        try:
+            released = agent.run(stop)
+        finally:
+            agent.close()
+        print(f"key holder stopped; {released} sums released")
+        return 0
+    except grpc.RpcError as exc:
+        print(f"secagg-keyholder: error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, SecAggError) as exc:
+        print(f"secagg-keyholder: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
