@@ -14,6 +14,7 @@ the same sender in the same stage is a replay and is refused.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -27,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from aggregator.consortium import Consortium, member_id_from_cn
 from aggregator.store import AggregatorStore
+from aggregator.tasks import RoundTask, StatisticsTask, TaskRound
 from protos import wire
 from protos.secagg.v1 import secagg_pb2 as pb
 from protos.secagg.v1 import secagg_pb2_grpc as pb_grpc
@@ -76,6 +77,7 @@ class _Round:
     keylist_pb: pb.KeyList | None = None
     opened_at: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    task: TaskRound = field(default_factory=TaskRound)
 
 
 class RoundRunner:
@@ -89,8 +91,10 @@ class RoundRunner:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        task: RoundTask | None = None,
     ) -> None:
         self.options = options
+        self.task: RoundTask = task if task is not None else StatisticsTask()
         self.registry = dict(registry)
         self.store = store
         self.clock = clock
@@ -133,9 +137,18 @@ class RoundRunner:
         session = os.urandom(16)
         while session in used:  # never reuse a key set's session (SA-19)
             session = os.urandom(16)
-        cfg = self.template.with_session(session, number)
+        task = self.task.begin(number)
+        cfg = dataclasses.replace(
+            self.template,
+            d=task.d if task.d is not None else self.template.d,
+            bits=task.bits if task.bits is not None else self.template.bits,
+            model_digest=task.model_digest,
+            dp_digest=task.task_digest,
+            session_id=session,
+            round=number,
+        )
         self.store.open_round(number, session, json.loads(cfg.canonical()), self.wall())
-        return _Round(number, cfg, SecAggServer(cfg, self.registry))
+        return _Round(number, cfg, SecAggServer(cfg, self.registry), task=task)
 
     def _expected(self, rnd: _Round) -> frozenset[int]:
         s = rnd.server
@@ -209,17 +222,9 @@ class RoundRunner:
     def _publish(self, rnd: _Round) -> None:
         res = rnd.server.result
         cfg = rnd.config
-        aggregate = cfg.encoding.decode(res.ring_sum)
         out = self.options.output
         out.mkdir(parents=True, exist_ok=True)
-        npy = out / f"round-{rnd.number}.npy"
-        tmp = npy.with_suffix(".npy.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, aggregate, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, npy)
-        digest = hashlib.sha256(npy.read_bytes()).hexdigest()
+        extra = self.task.publish(rnd.number, cfg, rnd.task, res.ring_sum, res.included, out)
         included = sorted(res.included)
         dropped = sorted(set(self.registry) - res.included)
         summary: dict[str, Any] = {
@@ -235,28 +240,33 @@ class RoundRunner:
                 "U4": sorted(rnd.server.u4),
                 "U5": sorted(rnd.server.u5),
             },
-            "error_bound": cfg.encoding.error_bound(len(included)),
             "ring_bits": cfg.ring_bits,
             "d": cfg.d,
-            "aggregate_sha256": digest,
             "timings": {
                 "stages_s": rnd.stage_seconds,
                 "round_s": self.clock() - rnd.opened_at,
             },
+            **extra,
         }
         js = out / f"round-{rnd.number}.json"
         js_tmp = js.with_suffix(".json.tmp")
         js_tmp.write_text(json.dumps(summary, indent=1))
         os.replace(js_tmp, js)
         self.store.complete_round(
-            rnd.number, included, dropped, str(npy), digest, summary, self.wall()
+            rnd.number,
+            included,
+            dropped,
+            str(extra.get("npy", "")),
+            str(extra.get("aggregate_sha256", "")),
+            summary,
+            self.wall(),
         )
         log.info(
             "round %d published: %d included, %d dropped -> %s",
             rnd.number,
             len(included),
             len(dropped),
-            npy,
+            js,
         )
         with self.cond:
             self._end(rnd, completed=True, reason="", included=tuple(included))
@@ -334,6 +344,7 @@ def _add_service(service: AggregatorService, server: grpc.Server) -> None:
             ("GetRound", pb.GetRoundRequest, pb.RoundInfo),
             ("Submit", pb.ClientEnvelope, pb.SubmitAck),
             ("Await", pb.AwaitRequest, pb.ServerEnvelope),
+            ("GetModel", pb.GetModelRequest, pb.ModelBlob),
         )
     }
     server.add_generic_rpc_handlers(
@@ -394,7 +405,18 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             return pb.RoundInfo(
                 config=wire.config_to_pb(cur.config),
                 stage_deadline_s=max(0.0, cur.deadline - r.clock()),
+                task=cur.task.task,
             )
+
+    def GetModel(self, request: pb.GetModelRequest, context: grpc.ServicerContext) -> pb.ModelBlob:
+        self._who(context, request.client_id)
+        r = self.runner
+        with r.cond:
+            rnd = r.find(request.round)
+            if rnd is None or bytes(request.session_id) != rnd.config.session_id:
+                context.abort(grpc.StatusCode.NOT_FOUND, "unknown round or session")
+            assert rnd is not None
+            return pb.ModelBlob(data=rnd.task.model)
 
     def Submit(self, request: pb.ClientEnvelope, context: grpc.ServicerContext) -> pb.SubmitAck:
         sender = self._who(context, request.sender)
@@ -497,12 +519,16 @@ def serve(
     insecure: bool = False,
     ready: Callable[[int], None] | None = None,
     stop_event: threading.Event | None = None,
+    task: RoundTask | None = None,
 ) -> int:
     """Run the service until the scheduled rounds are done (or ``stop_event``); returns the
     number of rounds completed."""
     store = AggregatorStore(state_dir / "aggregator.db")
-    runner = RoundRunner(options, consortium.registry, store)
-    limit = wire.max_message_bytes(runner.template.with_session(bytes(16)))
+    runner = RoundRunner(options, consortium.registry, store, task=task)
+    limit = max(
+        wire.max_message_bytes(runner.template.with_session(bytes(16))),
+        runner.task.max_message_bytes(),
+    )
     n = len(consortium.registry)
     workers = options.max_workers or max(32, 2 * n + 16)
     server = grpc.server(

@@ -8,12 +8,13 @@ else ends the round for this client with one clear sentence.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 import numpy as np
@@ -25,7 +26,14 @@ from protos.secagg.v1 import secagg_pb2 as pb
 from protos.secagg.v1 import secagg_pb2_grpc as pb_grpc
 from secagg import ClientPolicy, ProtocolAbort, RoundConfig, SecAggClient, Stage, SystemRandom
 
-__all__ = ["AgentError", "AgentOptions", "ClientAgent", "RoundReport"]
+__all__ = [
+    "AgentError",
+    "AgentOptions",
+    "ClientAgent",
+    "Contributor",
+    "RoundReport",
+    "StatisticsContributor",
+]
 
 log = logging.getLogger("secagg.client")
 _T = TypeVar("_T")
@@ -33,6 +41,28 @@ _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
 _MAX_MESSAGE = 256 << 20
 
 InputProvider = Callable[[RoundConfig], npt.ArrayLike]
+
+
+class Contributor(Protocol):
+    """Turns a round's public task (and global model) into this client's ring vector."""
+
+    def contribute(
+        self, config: RoundConfig, task: bytes, model: bytes
+    ) -> npt.NDArray[np.uint32]: ...
+
+
+class StatisticsContributor:
+    """Statistics mode: ``provider(config)`` gives a float vector, encoded with the round's ring
+    encoding (clip, scale, randomized rounding)."""
+
+    def __init__(self, provider: InputProvider) -> None:
+        self.provider = provider
+
+    def contribute(self, config: RoundConfig, task: bytes, model: bytes) -> npt.NDArray[np.uint32]:
+        if task or model:
+            raise AgentError("this client only does statistics rounds; the round has a task")
+        x = np.asarray(self.provider(config), dtype=np.float64)
+        return config.encoding.encode(x, SystemRandom())
 
 
 class AgentError(Exception):
@@ -70,7 +100,7 @@ class ClientAgent:
     def __init__(
         self,
         options: AgentOptions,
-        provider: InputProvider,
+        provider: InputProvider | Contributor,
         *,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -79,7 +109,11 @@ class ClientAgent:
         self.options = options
         self.before_stage = before_stage  # fault injection for tests: (round, stage)
         self._sent = self._received = 0  # protobuf bytes of the current round
-        self.provider = provider
+        self.contributor: Contributor = (
+            provider
+            if hasattr(provider, "contribute")
+            else StatisticsContributor(provider)
+        )
         self.sleep = sleep
         self.clock = clock
         cons = load_consortium(options.consortium)
@@ -159,7 +193,7 @@ class ClientAgent:
                 break
             cfg = wire.config_from_pb(info.config)
             last = cfg.round
-            reports.append(self._one_round(cfg))
+            reports.append(self._one_round(cfg, bytes(info.task)))
         return reports
 
     def _next_round(self, after: int) -> pb.RoundInfo | None:
@@ -174,12 +208,27 @@ class ClientAgent:
                 raise
             return None if info.finished else info
 
-    def _one_round(self, cfg: RoundConfig) -> RoundReport:
+    def _one_round(self, cfg: RoundConfig, task: bytes) -> RoundReport:
         t0 = self.clock()
         self._sent = self._received = 0
         me = self.options.client_id
-        x = np.asarray(self.provider(cfg), dtype=np.float64)
-        ring = cfg.encoding.encode(x, SystemRandom())
+        # SA-06: what the round computes and the model it starts from are bound into the config
+        # digest that every client signs; check the bytes we were given against it.
+        want_task = hashlib.sha256(task).digest() if task else bytes(32)
+        if want_task != cfg.dp_digest:
+            raise AgentError("the round's task does not match its digest: refusing the round")
+        model = b""
+        if cfg.model_digest != bytes(32):
+            req = pb.GetModelRequest(client_id=me, round=cfg.round, session_id=cfg.session_id)
+            blob = self._call(
+                "fetching the model",
+                lambda: self.stub.GetModel(req, timeout=self.options.rpc_timeout),
+            )
+            model = bytes(blob.data)
+            self._received += blob.ByteSize()
+            if hashlib.sha256(model).digest() != cfg.model_digest:
+                raise AgentError("the model does not match the round's digest: refusing the round")
+        ring = self.contributor.contribute(cfg, task, model)
         client = SecAggClient(
             cfg, me, self.identity, self.registry, ring, policy=self.options.policy
         )

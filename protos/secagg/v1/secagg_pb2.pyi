@@ -61,14 +61,32 @@ class GetRoundRequest(_message.Message):
     def __init__(self, client_id: _Optional[int] = ..., after_round: _Optional[int] = ...) -> None: ...
 
 class RoundInfo(_message.Message):
-    __slots__ = ("config", "stage_deadline_s", "finished")
+    __slots__ = ("config", "stage_deadline_s", "finished", "task")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     STAGE_DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
     config: RoundConfig
     stage_deadline_s: float
     finished: bool
-    def __init__(self, config: _Optional[_Union[RoundConfig, _Mapping]] = ..., stage_deadline_s: _Optional[float] = ..., finished: _Optional[bool] = ...) -> None: ...
+    task: bytes
+    def __init__(self, config: _Optional[_Union[RoundConfig, _Mapping]] = ..., stage_deadline_s: _Optional[float] = ..., finished: _Optional[bool] = ..., task: _Optional[bytes] = ...) -> None: ...
+
+class GetModelRequest(_message.Message):
+    __slots__ = ("client_id", "round", "session_id")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    client_id: int
+    round: int
+    session_id: bytes
+    def __init__(self, client_id: _Optional[int] = ..., round: _Optional[int] = ..., session_id: _Optional[bytes] = ...) -> None: ...
+
+class ModelBlob(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class AdvertiseKeys(_message.Message):
     __slots__ = ("c_pk", "s_pk", "signature")

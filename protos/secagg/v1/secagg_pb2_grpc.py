@@ -49,6 +49,11 @@ class AggregatorStub:
                 request_serializer=protos_dot_secagg_dot_v1_dot_secagg__pb2.AwaitRequest.SerializeToString,
                 response_deserializer=protos_dot_secagg_dot_v1_dot_secagg__pb2.ServerEnvelope.FromString,
                 _registered_method=True)
+        self.GetModel = channel.unary_unary(
+                '/secagg.v1.Aggregator/GetModel',
+                request_serializer=protos_dot_secagg_dot_v1_dot_secagg__pb2.GetModelRequest.SerializeToString,
+                response_deserializer=protos_dot_secagg_dot_v1_dot_secagg__pb2.ModelBlob.FromString,
+                _registered_method=True)
 
 
 class AggregatorServicer:
@@ -75,6 +80,13 @@ class AggregatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetModel(self, request, context):
+        """The global model the round starts from (only for rounds that have one).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AggregatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +104,11 @@ def add_AggregatorServicer_to_server(servicer, server):
                     servicer.Await,
                     request_deserializer=protos_dot_secagg_dot_v1_dot_secagg__pb2.AwaitRequest.FromString,
                     response_serializer=protos_dot_secagg_dot_v1_dot_secagg__pb2.ServerEnvelope.SerializeToString,
+            ),
+            'GetModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModel,
+                    request_deserializer=protos_dot_secagg_dot_v1_dot_secagg__pb2.GetModelRequest.FromString,
+                    response_serializer=protos_dot_secagg_dot_v1_dot_secagg__pb2.ModelBlob.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +192,33 @@ class Aggregator:
             '/secagg.v1.Aggregator/Await',
             protos_dot_secagg_dot_v1_dot_secagg__pb2.AwaitRequest.SerializeToString,
             protos_dot_secagg_dot_v1_dot_secagg__pb2.ServerEnvelope.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/secagg.v1.Aggregator/GetModel',
+            protos_dot_secagg_dot_v1_dot_secagg__pb2.GetModelRequest.SerializeToString,
+            protos_dot_secagg_dot_v1_dot_secagg__pb2.ModelBlob.FromString,
             options,
             channel_credentials,
             insecure,
