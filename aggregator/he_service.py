@@ -132,6 +132,7 @@ class HeRoundRunner:
         self._stop = threading.Event()
         self._tasks: deque[pb.KeyHolderTask] = deque()
         self._answers: dict[int, pb.KeyHolderAnswer] = {}
+        self._pending: set[int] = set()
         self._task_ids = 0
         self.template = HeRoundConfig(
             n=len(self.members),
@@ -157,6 +158,7 @@ class HeRoundRunner:
         with self.cond:
             self._task_ids += 1
             task.task_id = self._task_ids
+            self._pending.add(task.task_id)
             self._tasks.append(task)
             self.cond.notify_all()
             end = self.clock() + timeout
@@ -165,6 +167,7 @@ class HeRoundRunner:
                 if left <= 0:
                     break
                 self.cond.wait(min(left, 0.5))
+            self._pending.discard(task.task_id)
             return self._answers.pop(task.task_id, None)
 
     def has_task(self) -> bool:
@@ -174,8 +177,9 @@ class HeRoundRunner:
         return self._tasks.popleft() if self._tasks else None
 
     def answer(self, ans: pb.KeyHolderAnswer) -> None:
-        self._answers[ans.task_id] = ans
-        self.cond.notify_all()
+        if ans.task_id in self._pending:  # a late answer to an abandoned task is dropped
+            self._answers[ans.task_id] = ans
+            self.cond.notify_all()
 
     # -- the round loop -------------------------------------------------------------------
 
@@ -224,6 +228,7 @@ class HeRoundRunner:
             self.sandbox.check_context(keys.public_context, cfg.he_params, ContextKind.PUBLIC)
             rnd.acc = HeAccumulator(cfg, keys.parameters_context, backend=self.sandbox)
         except SecAggError as exc:
+            self._forget(cfg)  # a key issued late or refused here must not stay open
             self._end(rnd, completed=False, reason=f"round aborted: {exc}")
             return
         rnd.timings["keys_s"] = self.clock() - t_open

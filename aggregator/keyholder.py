@@ -123,6 +123,7 @@ class KeyHolderAgent:
 
     def run(self, stop: threading.Event | None = None) -> int:
         """Serve tasks until the aggregator has finished; returns the number of sums released."""
+        self.sandbox.start()
         failures, delay = 0, 0.2
         while stop is None or not stop.is_set():
             try:

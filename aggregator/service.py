@@ -57,6 +57,8 @@ class ServeOptions:
     rounds: int = 1
     stage_timeout: float = 30.0
     first_round_wait: float = 60.0
+    # Once a stage has a quorum (t + 1 answers), wait at most this long for stragglers.
+    straggler_grace: float | None = None
     output: Path = Path("output")
     max_workers: int | None = None
 
@@ -186,10 +188,16 @@ class RoundRunner:
             with self.cond:
                 rnd.deadline = t0 + timeout
                 expected = self._expected(rnd)
+                grace = self.options.straggler_grace
+                quorum_at: float | None = None
                 while not self._stop.is_set():
                     done = {u for (st, u) in rnd.accepted if st is stage}
                     done |= set(rnd.server.rejected) & expected
-                    left = rnd.deadline - self.clock()
+                    now = self.clock()
+                    if grace is not None and quorum_at is None and len(done) > rnd.config.t:
+                        quorum_at = now
+                        rnd.deadline = min(rnd.deadline, now + grace)
+                    left = rnd.deadline - now
                     if expected <= done or left <= 0:
                         break
                     self.cond.wait(min(left, 0.5))
@@ -217,7 +225,12 @@ class RoundRunner:
                 len([u for u in rnd.server.rejected if u in expected]),
                 self.clock() - t0,
             )
-        self._publish(rnd)
+        try:
+            self._publish(rnd)
+        except Exception as exc:  # the service must outlive a failing task
+            log.exception("round %d: publishing the result failed", rnd.number)
+            with self.cond:
+                self._end(rnd, completed=False, reason=f"publishing failed: {exc}")
 
     def _publish(self, rnd: _Round) -> None:
         res = rnd.server.result

@@ -110,9 +110,7 @@ class ClientAgent:
         self.before_stage = before_stage  # fault injection for tests: (round, stage)
         self._sent = self._received = 0  # protobuf bytes of the current round
         self.contributor: Contributor = (
-            provider
-            if hasattr(provider, "contribute")
-            else StatisticsContributor(provider)
+            provider if hasattr(provider, "contribute") else StatisticsContributor(provider)
         )
         self.sleep = sleep
         self.clock = clock

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +31,22 @@ def _parser() -> argparse.ArgumentParser:
         help="testing only: 'kill' (SIGKILL itself) or 'delay' before sending STAGE in ROUND",
     )
     j.add_argument("-v", "--verbose", action="store_true")
+    t = sub.add_parser("train", help="take part in federated DP-LoRA rounds")
+    t.add_argument("--aggregator", default="127.0.0.1:50051")
+    t.add_argument("--consortium", type=Path, required=True)
+    t.add_argument("--id", type=int, required=True)
+    t.add_argument("--model", default="tiny", choices=["tiny", "smollm2"])
+    t.add_argument("--cache", type=Path, default=None, help="where SmolLM2 is cached")
+    t.add_argument("--slice", type=int, required=True, help="which slice of the local text")
+    t.add_argument("--n-slices", type=int, required=True)
+    t.add_argument("--max-blocks", type=int, default=None)
+    t.add_argument("--ledger", type=Path, required=True, help="this client's privacy ledger")
+    t.add_argument("--ledger-key", type=Path, required=True, help="Ed25519 PEM key for it")
+    t.add_argument("--rounds", type=int, default=1)
+    t.add_argument("--insecure-dev", action="store_true")
+    t.add_argument("--fault", action="append", default=[], help="testing only, as for join")
+    t.add_argument("--dump-updates", type=Path, default=None, help=argparse.SUPPRESS)
+    t.add_argument("-v", "--verbose", action="store_true")
     return ap
 
 
@@ -70,17 +87,40 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     from client.agent import AgentError, AgentOptions, ClientAgent
+    from dp import PrivacyError
 
     try:
-        vector = np.load(args.input, allow_pickle=False)
-        if vector.ndim != 1 or vector.dtype.kind != "f":
-            raise ValueError(f"{args.input} must hold a 1-D float vector")
+        contributor: Any
+        if args.cmd == "train":
+            import torch
 
-        def provide(cfg):  # type: ignore[no-untyped-def]
-            if vector.shape[0] != cfg.d:
-                raise ValueError(f"the round wants d={cfg.d}, the input has {vector.shape[0]}")
-            return vector
+            from client.fl import FlClientOptions, FlContributor
 
+            torch.set_num_threads(1)
+            contributor = FlContributor(
+                FlClientOptions(
+                    client_id=args.id,
+                    model=args.model,
+                    slice_index=args.slice,
+                    n_slices=args.n_slices,
+                    ledger=args.ledger,
+                    ledger_key=args.ledger_key,
+                    cache_dir=args.cache,
+                    max_blocks=args.max_blocks,
+                    dump_dir=args.dump_updates,
+                )
+            )
+        else:
+            vector = np.load(args.input, allow_pickle=False)
+            if vector.ndim != 1 or vector.dtype.kind != "f":
+                raise ValueError(f"{args.input} must hold a 1-D float vector")
+
+            def provide(cfg):  # type: ignore[no-untyped-def]
+                if vector.shape[0] != cfg.d:
+                    raise ValueError(f"the round wants d={cfg.d}, the input has {vector.shape[0]}")
+                return vector
+
+            contributor = provide
         agent = ClientAgent(
             AgentOptions(
                 aggregator=args.aggregator,
@@ -89,14 +129,14 @@ def main(argv: list[str] | None = None) -> int:
                 rounds=args.rounds,
                 insecure=args.insecure_dev,
             ),
-            provide,
+            contributor,
             before_stage=_faults(args.fault),
         )
         try:
             reports = agent.run()
         finally:
             agent.close()
-    except (AgentError, OSError, ValueError) as exc:
+    except (AgentError, OSError, ValueError, PrivacyError) as exc:
         print(f"secagg-client: error: {exc}", file=sys.stderr)
         return 2
     done = sum(r.completed for r in reports)

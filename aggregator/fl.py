@@ -1,0 +1,199 @@
+"""Federated DP-LoRA as an aggregator task: the global adapter goes out, the secure sum of the
+clients' distributed-DP-encoded updates comes back, the mean is applied.
+
+Torch-free on purpose: the aggregator only handles vectors. Each round gets a fresh public
+rotation seed; the task bytes (bound into ``dp_digest``) carry the DP parameters, the adapter
+spec and the local training recipe, so every client signs the same job (threats.md SA-06) and
+every client's vector has the same dense shape (SA-15). The consortium's ledger records one
+user-level DP event per included client and round.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from aggregator.tasks import TaskRound, save_npy
+from dp.accounting import distributed_event
+from dp.distributed import DistributedDPConfig, decode, round_privacy
+from dp.ledger import Budget, PrivacyLedger
+from secagg import RoundConfig
+
+__all__ = ["DpLoraTask", "FlParams", "choose_dp_config", "task_document"]
+
+TASK_KIND = "dp-lora/v1"
+
+
+@dataclass(frozen=True)
+class FlParams:
+    """The federated job: user-level distributed DP and the local DP-SGD recipe."""
+
+    l2_clip: float = 1.0
+    noise_multiplier: float = 0.05
+    mechanism: str = "gaussian"
+    user_budget: float = 1e4
+    delta: float = 1e-5
+    train: dict[str, Any] = field(
+        default_factory=lambda: {
+            "steps": 4,
+            "batch_size": 8,
+            "lr": 0.5,
+            "clip": 1.0,
+            "noise_multiplier": 1.0,
+            "record_budget": 8.0,
+            "block_size": 64,
+        }
+    )
+
+
+def choose_dp_config(dim: int, n: int, t: int, params: FlParams) -> DistributedDPConfig:
+    """The smallest ring whose grid is fine against the signal and the noise.
+
+    Signal per coordinate after rotation is about ``l2_clip / sqrt(d)``; we ask for a grid 64
+    times finer than that (or than the noise, when larger), and at most 32 bits.
+    """
+    signal = params.l2_clip / math.sqrt(max(dim, 1))
+    want = max(signal, params.noise_multiplier * params.l2_clip) / 64.0
+    last: DistributedDPConfig | None = None
+    for bits in range(12, 33):
+        try:
+            cfg = DistributedDPConfig.calibrated(
+                l2_clip=params.l2_clip,
+                dim=dim,
+                num_clients=n,
+                min_survivors=t,
+                noise_multiplier=params.noise_multiplier,
+                mechanism=params.mechanism,  # type: ignore[arg-type]
+                bits=bits,
+            )
+        except ValueError:
+            continue
+        last = cfg
+        if cfg.granularity <= want:
+            return cfg
+    if last is None:
+        raise ValueError("no ring of at most 32 bits fits these DP parameters")
+    return last
+
+
+def task_document(
+    round_number: int,
+    run_id: str,
+    seed: bytes,
+    dp_cfg: DistributedDPConfig,
+    spec_json: str,
+    params: FlParams,
+) -> bytes:
+    """Canonical bytes of one round's public task."""
+    doc = {
+        "kind": TASK_KIND,
+        "run_id": run_id,
+        "round": round_number,
+        "round_seed": seed.hex(),
+        "dp": dp_cfg.canonical_bytes().decode(),
+        "adapter_spec": spec_json,
+        "train": params.train,
+        "delta": params.delta,
+        "user_budget": params.user_budget,
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+class DpLoraTask:
+    """Holds the global adapter between rounds; see the module docstring."""
+
+    def __init__(
+        self,
+        initial: npt.NDArray[np.floating[Any]],
+        spec_json: str,
+        *,
+        n: int,
+        t: int,
+        params: FlParams,
+        run_id: str,
+        ledger_path: Path | None = None,
+        ledger_key: Ed25519PrivateKey | None = None,
+    ) -> None:
+        vec = np.asarray(initial, dtype=np.float32)
+        if vec.ndim != 1 or not np.all(np.isfinite(vec)):
+            raise ValueError("the initial adapter must be a finite 1-D vector")
+        self.global_vec = vec
+        self.spec_json = spec_json
+        self.n, self.t = n, t
+        self.params = params
+        self.run_id = run_id
+        self.dp_cfg = choose_dp_config(vec.size, n, t, params)
+        self._ledger_args = (ledger_path, ledger_key)
+        self._ledger: PrivacyLedger | None = None
+
+    @property
+    def ledger(self) -> PrivacyLedger | None:
+        """Opened on first use, in the thread that publishes (SQLite handles are per thread)."""
+        path, key = self._ledger_args
+        if self._ledger is None and path is not None and key is not None:
+            self._ledger = PrivacyLedger.open_or_create(path, key)
+        return self._ledger
+
+    def max_message_bytes(self) -> int:
+        return 4 * self.global_vec.size + (1 << 16)
+
+    def begin(self, round_number: int) -> TaskRound:
+        seed = os.urandom(32)  # public, fresh per round: the rotation's signs
+        task = task_document(
+            round_number, self.run_id, seed, self.dp_cfg, self.spec_json, self.params
+        )
+        return TaskRound(
+            task=task,
+            model=self.global_vec.astype("<f4").tobytes(),
+            d=self.dp_cfg.encoded_dim,
+            bits=self.dp_cfg.bits,
+            state={"seed": seed},
+        )
+
+    def publish(
+        self,
+        round_number: int,
+        config: RoundConfig,
+        task_round: TaskRound,
+        ring_sum: npt.NDArray[np.uint32],
+        included: frozenset[int],
+        out: Path,
+    ) -> dict[str, Any]:
+        seed: bytes = task_round.state["seed"]
+        dec = decode(ring_sum, self.dp_cfg, seed, len(included))
+        mean = dec.mean
+        self.global_vec = (self.global_vec.astype(np.float64) + mean).astype(np.float32)
+        sum_digest = save_npy(out / f"round-{round_number}.npy", dec.values)
+        adapter_digest = save_npy(out / f"round-{round_number}-adapter.npy", self.global_vec)
+        charged = []
+        ledger = self.ledger
+        if ledger is not None:
+            event = distributed_event(round_privacy(self.dp_cfg, len(included)))
+            for u in sorted(included):
+                ledger.charge(
+                    event,
+                    client_id=str(u),
+                    run_id=self.run_id,
+                    round_index=round_number,
+                    budget=Budget(self.params.user_budget, self.params.delta),
+                )
+                charged.append(u)
+        return {
+            "npy": str(out / f"round-{round_number}.npy"),
+            "aggregate_sha256": sum_digest,
+            "adapter_npy": str(out / f"round-{round_number}-adapter.npy"),
+            "adapter_sha256": adapter_digest,
+            "mean_update_l2": float(np.linalg.norm(mean)),
+            "noise_stddev": dec.noise_stddev,
+            "rounding_error_bound": dec.rounding_error_bound,
+            "dp": json.loads(self.dp_cfg.canonical_bytes()),
+            "ledger_charged": charged,
+        }

@@ -1,0 +1,173 @@
+"""The edge device's side of federated DP-LoRA: a :class:`~client.agent.Contributor` that
+turns the round's task and global adapter into a distributed-DP ring vector.
+
+Per round, in this order: check the task (kind, adapter spec identical to ours: SA-15; DP
+parameters consistent with the round config), load the global adapter, charge the local
+privacy ledger for both the record-level DP-SGD and the user-level distributed-DP event
+(check-then-commit: a round that would exceed a budget is refused before any training),
+train with DP-SGD on the device's own text, and encode the adapter delta with the
+distributed-DP encoder (L2 clip, rotation, scaling, rounding, integer noise share, wrap).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from client.agent import AgentError
+from dp.accounting import DpSgdEvent, distributed_event
+from dp.distributed import DistributedDPConfig, encode, round_privacy
+from dp.ledger import Budget, BudgetExceeded, PrivacyLedger, load_signing_key
+from secagg import RoundConfig
+
+__all__ = ["FlClientOptions", "FlContributor"]
+
+log = logging.getLogger("secagg.client.fl")
+TASK_KIND = "dp-lora/v1"
+
+
+@dataclass(frozen=True)
+class FlClientOptions:
+    client_id: int
+    model: str
+    slice_index: int
+    n_slices: int
+    ledger: Path
+    ledger_key: Path
+    cache_dir: Path | None = None
+    max_blocks: int | None = None
+    dump_dir: Path | None = None  # testing only: keep this client's own updates, locally
+
+
+class FlContributor:
+    """Loads the base model once; trains and encodes one update per round."""
+
+    def __init__(self, options: FlClientOptions) -> None:
+        from client import training as tr
+
+        self.tr = tr
+        self.options = options
+        self.base, self.tokenizer = tr.load_base_model(options.model, options.cache_dir)
+        self.model: Any = None
+        self.lora_key: str = ""
+        self.texts = tr.local_text_corpus(options.slice_index, options.n_slices)
+        self.ledger = PrivacyLedger.open_or_create(
+            options.ledger, load_signing_key(options.ledger_key)
+        )
+        self.last: dict[str, Any] = {}
+
+    def _attach(self, lora: dict[str, Any]) -> Any:
+        key = json.dumps(lora, sort_keys=True)
+        if self.model is None:
+            self.model = self.tr.attach_lora(
+                self.base,
+                mode=lora["mode"],
+                r=int(lora["r"]),
+                alpha=int(lora["alpha"]),
+                targets=lora.get("targets"),
+                public_seed=int(lora["public_seed"]),
+            )
+            self.lora_key = key
+        elif key != self.lora_key:
+            raise AgentError("the round changes the LoRA setup mid-run: refusing")
+        return self.model
+
+    def contribute(self, config: RoundConfig, task: bytes, model: bytes) -> npt.NDArray[np.uint32]:
+        tr = self.tr
+        try:
+            doc = json.loads(task)
+        except ValueError as exc:
+            raise AgentError(f"the round's task is not JSON: {exc}") from None
+        if not isinstance(doc, dict) or doc.get("kind") != TASK_KIND:
+            raise AgentError("this client only takes part in dp-lora/v1 rounds")
+        train = doc["train"]
+        net = self._attach(train["lora"])
+        spec = tr.AdapterSpec.from_json(doc["adapter_spec"])
+        mine = tr.adapter_spec(net)
+        if mine.digest != spec.digest:
+            raise AgentError("the round's adapter layout differs from this client's (SA-15)")
+        dp_cfg = DistributedDPConfig.from_canonical(doc["dp"].encode())
+        if (
+            dp_cfg.dim != spec.size
+            or dp_cfg.encoded_dim != config.d
+            or dp_cfg.bits != config.ring_bits
+            or dp_cfg.num_clients != config.n
+            or dp_cfg.min_survivors != config.t
+        ):
+            raise AgentError("the DP parameters do not match the round's configuration")
+        glob = np.frombuffer(model, dtype="<f4")
+        tr.vector_to_adapter(net, glob, spec)
+
+        blocks = tr.tokenize_blocks(
+            self.texts, self.tokenizer, int(train["block_size"]), max_blocks=self.options.max_blocks
+        )
+        q = min(1.0, int(train["batch_size"]) / len(blocks))
+        steps = int(train["steps"])
+        sigma = float(train["noise_multiplier"])
+        delta = float(doc["delta"])
+        who = str(self.options.client_id)
+        run = str(doc["run_id"])
+        record_event = DpSgdEvent(q, sigma, steps)
+        user_event = distributed_event(round_privacy(dp_cfg))  # worst case: t survivors
+        record_budget = Budget(float(train["record_budget"]), delta)
+        user_budget = Budget(float(doc["user_budget"]), delta)
+        # Check both before spending either: a refused round spends nothing.
+        for ev, b in ((record_event, record_budget), (user_event, user_budget)):
+            rep = self.ledger.preview(ev, client_id=who, run_id=run, budget=b)
+            if rep.epsilon > b.epsilon:
+                raise BudgetExceeded(
+                    f"client {who}: round {config.round} would spend epsilon {rep.epsilon:.3g} "
+                    f"> budget {b.epsilon:g} ({ev.unit.value}-level); refusing to train",
+                    client_id=who,
+                    run_id=run,
+                    unit=ev.unit,
+                    epsilon_would_be=rep.epsilon,
+                    budget=b,
+                    report=rep,
+                )
+        self.ledger.charge(
+            record_event, client_id=who, run_id=run, round_index=config.round, budget=record_budget
+        )
+        self.ledger.charge(
+            user_event, client_id=who, run_id=run, round_index=config.round, budget=user_budget
+        )
+        res = tr.train_dp(
+            net,
+            blocks,
+            steps=steps,
+            batch_size=int(train["batch_size"]),
+            lr=float(train["lr"]),
+            clip=float(train["clip"]),
+            noise_multiplier=sigma,
+            delta=delta,
+            accountant="rdp",
+        )
+        seed = bytes.fromhex(doc["round_seed"])
+        ring = encode(res.delta_vector.astype(np.float64), dp_cfg, seed)
+        if self.options.dump_dir is not None:
+            self.options.dump_dir.mkdir(parents=True, exist_ok=True)
+            np.save(self.options.dump_dir / f"update-{config.round}.npy", res.delta_vector)
+            np.save(self.options.dump_dir / f"ring-{config.round}.npy", ring)
+        self.last = {
+            "round": config.round,
+            "train_loss": res.mean_loss,
+            "update_l2": float(np.linalg.norm(res.delta_vector)),
+            "seconds": res.seconds,
+            "record_epsilon_round": res.epsilon,
+        }
+        log.info(
+            "client %s: round %d trained %d steps (loss %.3f, |update| %.3g) in %.1f s",
+            who,
+            config.round,
+            steps,
+            res.mean_loss,
+            self.last["update_l2"],
+            res.seconds,
+        )
+        return ring
