@@ -466,7 +466,7 @@ def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous=FULL")
         if read_only:
             conn.execute("PRAGMA query_only=ON")
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, UnicodeDecodeError) as exc:  # a corrupted file can yield bad text
         conn.close()
         raise LedgerError(f"{path}: not a usable SQLite ledger ({exc})") from exc
     except BaseException:
@@ -590,7 +590,7 @@ class PrivacyLedger:
     def _read_meta(conn: sqlite3.Connection, path: Path) -> dict[str, str]:
         try:
             rows = conn.execute("SELECT key, value FROM meta").fetchall()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             raise LedgerError(f"{path}: not a privacy ledger ({exc})") from exc
         meta = {str(r["key"]): str(r["value"]) for r in rows}
         if meta.get("format") != FORMAT:

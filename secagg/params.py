@@ -1,0 +1,258 @@
+"""Parameter guidance for SecAgg+ (Bell et al., CCS 2020) on the ring graph of :mod:`secagg.graph`.
+
+:func:`choose_parameters` picks the neighbour degree ``k`` and the Shamir threshold ``t`` for a
+cohort of ``n`` clients, a per-client dropout probability and a fraction of corrupt clients
+(colluding with the server). Pure: no I/O, no randomness, only :mod:`math`.
+
+The model (threat_models/parameters.md has the derivation and a table):
+
+* The graph is the one :func:`secagg.graph.neighbour_graph` builds: a uniformly random ring
+  order of the ``n`` clients, each joined to the ``k/2`` nearest on each side. Marginally, the
+  ``k`` neighbours of a client are a uniform ``k``-subset of the other ``n - 1`` clients, and
+  any ``k/2`` consecutive ring positions hold a uniform ``k/2``-subset of all ``n``. The corrupt
+  set (``C = ceil(corrupt_fraction * n)`` clients) is fixed before the ring order is drawn.
+  (SPEC.md D6: a malicious server with colluders can bias the ring; that is *not* modelled.)
+* Each client drops (at any stage) independently with probability ``dropout_rate``.
+* The client policy tolerates ``c = 2t - k - 1`` corrupt neighbours, the largest ``c`` with
+  ``t > (k + c) / 2`` (``ClientPolicy(max_corrupt=c)`` accepts ``(k, t)``).
+
+Events, each bounded exactly per neighbourhood (binomial / hypergeometric tails) and then by a
+union bound over clients:
+
+* **failure** (the round aborts): some client has fewer than ``t`` surviving neighbours,
+  ``n * P[Bin(k, 1 - dropout) < t]``. With the complete graph the exact value is
+  ``P[Bin(n, 1 - dropout) <= t]`` (a round needs ``t + 1`` survivors, SPEC.md D2).
+* **privacy failure** (the server, with its colluders, learns more than the sum of the honest
+  survivors):
+
+  - an honest client has ``2t - k`` or more corrupt neighbours. Then either the colluders alone
+    hold ``t`` shares of both its secrets (``2t - k <= t``), or the server can split the honest
+    neighbours between "alive" and "dropped" and collect ``t`` shares of each kind (SA-01: it
+    needs ``2(t - c') <= k - c'``, i.e. ``c' >= 2t - k`` corrupt neighbours):
+    ``(n - C) * P[Hyp(n - 1, C, k) >= 2t - k]``;
+  - the honest survivors' graph splits in two (Bell et al. require it to stay connected): a
+    cut of the ring is ``k/2`` consecutive positions that are all corrupt or excluded from U3,
+    and the honest client just past it still needs ``t`` neighbours in U3, so the window holds
+    at least ``t - k/2`` corrupt clients. Two disjoint such windows are needed; the corrupt
+    positions are negatively associated, so ``<= C(n, 2) * P[Hyp(n, C, k/2) >= t - k/2]^2``.
+
+``k`` is the smallest even degree below ``n - 1`` for which some ``t`` keeps failure below
+``2^-eta`` and privacy failure below ``2^-sigma``; among those ``t`` the one with the largest
+smaller margin (in bits) wins, the larger ``t`` on ties. If no ring degree works the complete
+graph (plain SecAgg, ``k = n - 1``) is used, where the corrupt count is exact: privacy holds iff
+``C < 2t - k``. If even that fails, :class:`~secagg.ConfigError` is raised.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from secagg._errors import ConfigError
+
+__all__ = [
+    "ParameterChoice",
+    "binomial_cdf",
+    "choose_parameters",
+    "evaluate",
+    "hypergeometric_sf",
+]
+
+_LN2 = math.log(2.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterChoice:
+    """The chosen degree and threshold, and the bounds they were chosen under.
+
+    ``k`` is ``n - 1`` for the complete graph (pass ``k=None`` or ``k=n - 1`` to
+    :class:`~secagg.RoundConfig`). ``c`` is the corrupt-neighbour bound to configure the
+    client policy with (``ClientPolicy(max_corrupt=c)``); ``corrupt`` the number of corrupt
+    clients assumed in the cohort. Probabilities are upper bounds (union bounds).
+    """
+
+    k: int
+    t: int
+    failure_probability: float
+    privacy_failure_probability: float
+    c: int
+    corrupt: int
+    complete_graph: bool
+
+
+def _log_choose(a: int, b: int) -> float:
+    return math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
+
+
+def _log_add(a: float, b: float) -> float:
+    if a < b:
+        a, b = b, a
+    if b == -math.inf:
+        return a
+    return a + math.log1p(math.exp(b - a))
+
+
+def _binomial_log_pmf(m: int, p: float) -> list[float]:
+    if p <= 0.0:
+        return [0.0] + [-math.inf] * m
+    if p >= 1.0:
+        return [-math.inf] * m + [0.0]
+    lp, lq = math.log(p), math.log1p(-p)
+    return [_log_choose(m, x) + x * lp + (m - x) * lq for x in range(m + 1)]
+
+
+def _hypergeometric_log_pmf(population: int, marked: int, draws: int) -> list[float]:
+    base = _log_choose(population, draws)
+    out = [-math.inf] * (draws + 1)
+    for x in range(max(0, draws - (population - marked)), min(draws, marked) + 1):
+        out[x] = _log_choose(marked, x) + _log_choose(population - marked, draws - x) - base
+    return out
+
+
+def _log_cdf(log_pmf: list[float]) -> list[float]:
+    """``out[j] = log P[X <= j]``."""
+    out, acc = [], -math.inf
+    for x in log_pmf:
+        acc = _log_add(acc, x)
+        out.append(min(acc, 0.0))
+    return out
+
+
+def _log_sf(log_pmf: list[float]) -> list[float]:
+    """``out[j] = log P[X >= j]``."""
+    return _log_cdf(log_pmf[::-1])[::-1]
+
+
+def binomial_cdf(m: int, p: float, upto: int) -> float:
+    """``P[Bin(m, p) <= upto]``, accurate in relative terms far into the tail."""
+    if upto < 0:
+        return 0.0
+    if upto >= m:
+        return 1.0
+    return math.exp(_log_cdf(_binomial_log_pmf(m, p))[upto])
+
+
+def hypergeometric_sf(population: int, marked: int, draws: int, atleast: int) -> float:
+    """``P[X >= atleast]`` for ``X`` the marked items among ``draws`` taken without replacement
+    from ``population`` items of which ``marked`` are marked."""
+    if atleast <= 0:
+        return 1.0
+    if atleast > draws:
+        return 0.0
+    return math.exp(_log_sf(_hypergeometric_log_pmf(population, marked, draws))[atleast])
+
+
+def _corrupt_count(n: int, corrupt_fraction: float) -> int:
+    return min(n, math.ceil(corrupt_fraction * n - 1e-9))
+
+
+def _ring_bounds(
+    n: int, k: int, dropout_rate: float, corrupt: int
+) -> list[tuple[int, float, float]]:
+    """``(t, failure, privacy failure)`` for every ``t`` in ``(k/2, k]`` on a ring of degree k."""
+    half = k // 2
+    fail_cdf = _log_cdf(_binomial_log_pmf(k, 1.0 - dropout_rate))
+    split_sf = _log_sf(_hypergeometric_log_pmf(n - 1, corrupt, k))
+    window_sf = _log_sf(_hypergeometric_log_pmf(n, corrupt, half))
+    log_n, log_honest = math.log(n), math.log(max(n - corrupt, 1))
+    log_pairs = math.log(n * (n - 1) / 2)
+    out = []
+    for t in range(half + 1, k + 1):
+        failure = math.exp(min(0.0, log_n + fail_cdf[t - 1]))
+        split = log_honest + split_sf[2 * t - k]
+        partition = log_pairs + 2 * window_sf[t - half]
+        out.append((t, failure, math.exp(min(0.0, _log_add(split, partition)))))
+    return out
+
+
+def _complete_bounds(n: int, dropout_rate: float, corrupt: int) -> list[tuple[int, float, float]]:
+    k = n - 1
+    fail_cdf = _log_cdf(_binomial_log_pmf(n, 1.0 - dropout_rate))
+    return [
+        (t, math.exp(fail_cdf[t]), 0.0 if corrupt < 2 * t - k else 1.0)
+        for t in range(k // 2 + 1, k + 1)
+    ]
+
+
+def evaluate(
+    n: int, k: int, t: int, dropout_rate: float, corrupt_fraction: float
+) -> tuple[float, float]:
+    """``(failure, privacy failure)`` bounds of the model of :mod:`secagg.params` for
+    ``(k, t)``; ``k >= n - 1`` means the complete graph. ``t <= k/2`` is always a privacy
+    failure (the server splits the honest neighbours, SA-03)."""
+    _check_inputs(n, dropout_rate, corrupt_fraction)
+    k = min(k, n - 1)
+    if not 1 <= t <= k:
+        raise ConfigError(f"t must be in [1, min(k, n - 1)]; got t={t}, k={k}")
+    if k < n - 1 and (k < 2 or k % 2):
+        raise ConfigError("a ring degree k must be even and at least 2")
+    if 2 * t <= k:
+        return (0.0 if dropout_rate == 0 else math.nan), 1.0
+    corrupt = _corrupt_count(n, corrupt_fraction)
+    rows = (
+        _complete_bounds(n, dropout_rate, corrupt)
+        if k == n - 1
+        else _ring_bounds(n, k, dropout_rate, corrupt)
+    )
+    _, failure, privacy = rows[t - (k // 2 + 1)]
+    return failure, privacy
+
+
+def _check_inputs(n: int, dropout_rate: float, corrupt_fraction: float) -> None:
+    if not 2 <= n <= 2**32 - 1:
+        raise ConfigError("n must be in [2, 2^32 - 1]")
+    if not 0.0 <= dropout_rate < 1.0:
+        raise ConfigError("dropout_rate must be in [0, 1)")
+    if not 0.0 <= corrupt_fraction < 1.0:
+        raise ConfigError("corrupt_fraction must be in [0, 1)")
+
+
+def _margin(p: float, target_bits: float) -> float:
+    """How many bits below ``2^-target_bits`` the probability ``p`` is (negative: above)."""
+    if p <= 0.0:
+        return math.inf
+    return -math.log(p) / _LN2 - target_bits
+
+
+def _best(
+    rows: list[tuple[int, float, float]], sigma: float, eta: float
+) -> tuple[int, float, float] | None:
+    best: tuple[float, int, float, float] | None = None
+    for t, failure, privacy in rows:
+        slack = min(_margin(failure, eta), _margin(privacy, sigma))
+        if slack >= 0 and (best is None or slack >= best[0]):
+            best = (slack, t, failure, privacy)
+    return None if best is None else (best[1], best[2], best[3])
+
+
+def choose_parameters(
+    n: int,
+    dropout_rate: float,
+    corrupt_fraction: float,
+    *,
+    sigma: float = 40,
+    eta: float = 30,
+) -> ParameterChoice:
+    """Smallest even SecAgg+ degree ``k`` and a threshold ``t`` (see the module docstring).
+
+    Guarantees: ``failure_probability <= 2^-eta``, ``privacy_failure_probability <=
+    2^-sigma``, and ``ClientPolicy(max_corrupt=c)`` accepts ``(k, t)``. Raises
+    :class:`~secagg.ConfigError` when even the complete graph cannot meet both targets."""
+    _check_inputs(n, dropout_rate, corrupt_fraction)
+    if not (sigma > 0 and eta > 0 and math.isfinite(sigma) and math.isfinite(eta)):
+        raise ConfigError("sigma and eta must be positive and finite")
+    corrupt = _corrupt_count(n, corrupt_fraction)
+    complete = _best(_complete_bounds(n, dropout_rate, corrupt), sigma, eta)
+    if complete is None:
+        raise ConfigError(
+            f"no (k, t) meets 2^-{eta} failure and 2^-{sigma} privacy failure for n={n}, "
+            f"dropout_rate={dropout_rate}, corrupt_fraction={corrupt_fraction}"
+        )
+    for k in range(2, n - 1, 2):
+        found = _best(_ring_bounds(n, k, dropout_rate, corrupt), sigma, eta)
+        if found is not None:
+            t, failure, privacy = found
+            return ParameterChoice(k, t, failure, privacy, 2 * t - k - 1, corrupt, False)
+    k = n - 1
+    t, failure, privacy = complete
+    return ParameterChoice(k, t, failure, privacy, 2 * t - k - 1, corrupt, True)
