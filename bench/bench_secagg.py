@@ -248,49 +248,53 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flower-json", help="reuse Flower figures saved by an earlier run")
     ap.add_argument("--no-scale", action="store_true")
     ap.add_argument("--out", default="bench/out/secagg.json")
+    ap.add_argument("--only-scale", action="store_true", help="run section (5) alone")
     args = ap.parse_args(argv)
     d = 100_000 if args.quick else 1_000_000
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "d": d}
 
     print(f"== secure aggregation benchmark, d={d} ==", flush=True)
-    masking = [bench_client_masking(k, d, 3) for k in (14, 99)]
-    report["client_masking"] = masking
+    if not args.only_scale:
+        masking = [bench_client_masking(k, d, 3) for k in (14, 99)]
+        report["client_masking"] = masking
 
-    plus_k = 2 * math.ceil(math.log2(100))
-    rounds = {
-        # Flower's SecAgg+ parameters (k=14, t=8): needs a policy that tolerates 1 corrupt
-        # neighbour; our default (t > (k + c)/2 with c < k/3) would ask for t = 10.
-        "secagg+ k=14 t=8": drive_round(
-            RoundConfig(n=100, t=8, d=d, k=plus_k), ClientPolicy(max_corrupt=1), 0.3
-        ),
-        # Our default policy (fewer than k/3 corrupt neighbours) at 30% dropout needs a wider
-        # neighbourhood: k=20 gives t=14 and 14 surviving neighbours.
-        "secagg+ k=20 t=14 (default policy)": drive_round(
-            RoundConfig(n=100, t=14, d=d, k=20), ClientPolicy(), 0.3
-        ),
-        "secagg k=99 t=67": drive_round(RoundConfig(n=100, t=67, d=d), ClientPolicy(), 0.3),
-    }
-    report["rounds_n100"] = rounds
-    report["shamir"] = [bench_shamir(14, 8), bench_shamir(99, 67)]
-    enc_bits = {name: r["k"] for name, r in rounds.items()}
-    cfg = RoundConfig(n=100, t=67, d=d)
-    packed = (d * cfg.ring_bits + 7) // 8 + 68
-    report["upload"] = {
-        "bits": cfg.ring_bits,
-        "bytes": packed,
-        "float32_bytes": 4 * d,
-        "ratio": packed / (4 * d),
-        "b_over_32": cfg.ring_bits / 32,
-    }
-    del enc_bits
+        plus_k = 2 * math.ceil(math.log2(100))
+        rounds = {
+            # Flower's SecAgg+ parameters (k=14, t=8): needs a policy that tolerates 1 corrupt
+            # neighbour; our default (t > (k + c)/2 with c < k/3) would ask for t = 10.
+            "secagg+ k=14 t=8": drive_round(
+                RoundConfig(n=100, t=8, d=d, k=plus_k), ClientPolicy(max_corrupt=1), 0.3
+            ),
+            # Our default policy (fewer than k/3 corrupt neighbours) at 30% dropout needs a wider
+            # neighbourhood: k=20 gives t=14 and 14 surviving neighbours.
+            "secagg+ k=20 t=14 (default policy)": drive_round(
+                RoundConfig(n=100, t=14, d=d, k=20), ClientPolicy(), 0.3
+            ),
+            "secagg k=99 t=67": drive_round(RoundConfig(n=100, t=67, d=d), ClientPolicy(), 0.3),
+        }
+        report["rounds_n100"] = rounds
+        report["shamir"] = [bench_shamir(14, 8), bench_shamir(99, 67)]
+        cfg = RoundConfig(n=100, t=67, d=d)
+        packed = (d * cfg.ring_bits + 7) // 8 + 68
+        report["upload"] = {
+            "bits": cfg.ring_bits,
+            "bytes": packed,
+            "float32_bytes": 4 * d,
+            "ratio": packed / (4 * d),
+            "b_over_32": cfg.ring_bits / 32,
+        }
 
     if not args.no_scale:
-        scale = {}
-        for n in (100, 300, 1000):
-            k = 2 * math.ceil(math.log2(n))
-            t = ClientPolicy().min_threshold(k)
-            scale[n] = drive_round(RoundConfig(n=n, t=t, d=100_000, k=k), ClientPolicy(), 0.05)
-        report["scale"] = scale
+        for name, pol in (
+            ("scale", ClientPolicy()),
+            ("scale_neighbour_keys_only", ClientPolicy(verify_all_keys=False)),
+        ):
+            scale = {}
+            for n in (100, 300, 1000):
+                k = 2 * math.ceil(math.log2(n))
+                t = pol.min_threshold(k)
+                scale[n] = drive_round(RoundConfig(n=n, t=t, d=100_000, k=k), pol, 0.05)
+            report[name] = scale
 
     flower: dict[str, Any] | None = None
     if args.flower_json:
@@ -312,7 +316,7 @@ def render(r: dict[str, Any]) -> str:
     fplus = (fl.get("plus") or [{}])[0] if isinstance(fl.get("plus"), list) else fl.get("plus", {})
     ffull = (fl.get("full") or [{}])[0] if isinstance(fl.get("full"), list) else fl.get("full", {})
     rows = []
-    for m in r["client_masking"]:
+    for m in r.get("client_masking", []):
         f_s = None
         if m["k"] == 14 and fplus:
             f_s = fplus.get("client_mask_s_median")
@@ -331,7 +335,7 @@ def render(r: dict[str, Any]) -> str:
         fmt_table(rows, ["k", "ours", "AES-CTR floor", "ours/floor", "Flower", "Flower/ours"])
     )
     rows = []
-    for name, x in r["rounds_n100"].items():
+    for name, x in r.get("rounds_n100", {}).items():
         ref = ffull if "k=99" in name else fplus if "t=8" in name else {}
         f_s = ref.get("server_unmask_total_s") if ref else None
         rows.append(
@@ -361,7 +365,7 @@ def render(r: dict[str, Any]) -> str:
             f"{s['reconstruct_first_s'] * 1e3:.2f} ms",
             f"{s['reconstruct_cached_s'] * 1e3:.3f} ms",
         ]
-        for s in r["shamir"]
+        for s in r.get("shamir", [])
     ]
     out.append("\n(3) Shamir over GF(2^521 - 1), one secret\n")
     out.append(
@@ -370,7 +374,7 @@ def render(r: dict[str, Any]) -> str:
     if fplus or ffull:
         shares = [f.get("server_shamir_combine_s") for f in (fplus, ffull) if f]
         out.append(f"Flower's Shamir combine, whole round: {shares} s")
-    u = r["upload"]
+    u = r.get("upload", {"bits": 0, "bytes": 0, "ratio": 0.0, "b_over_32": 0.0})
     fx = fplus.get("expansion_masked_vs_float32") if fplus else None
     out.append("\n(4) upload of the masked vector\n")
     out.append(
@@ -379,8 +383,13 @@ def render(r: dict[str, Any]) -> str:
             ["ring bits b", "bytes", "vs float32", "b/32", "Flower vs float32"],
         )
     )
-    if "scale" in r:
-        sc = r["scale"]
+    for key, title in (
+        ("scale", "every advertised key verified (default policy)"),
+        ("scale_neighbour_keys_only", "neighbours' keys only (verify_all_keys=False)"),
+    ):
+        if key not in r:
+            continue
+        sc = r[key]
         base = sc.get(100) or sc.get("100")
         rows = []
         for n, x in sc.items():
@@ -400,7 +409,7 @@ def render(r: dict[str, Any]) -> str:
                     f"{nlogn:.2f}x",
                 ]
             )
-        out.append("\n(5) scale, d = 100,000, SecAgg+ k = 2 ceil(log2 n), 5% dropped\n")
+        out.append(f"\n(5) scale, d = 100,000, SecAgg+ k = 2 ceil(log2 n), 5% dropped, {title}\n")
         out.append(
             fmt_table(
                 rows,

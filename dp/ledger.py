@@ -568,6 +568,12 @@ class PrivacyLedger:
                 raise LedgerError(f"{p}: the signer is not this ledger's writer key")
             if verify:
                 ledger.verify(expected_public_key=expected_public_key)
+        except (
+            sqlite3.DatabaseError,
+            UnicodeError,
+        ) as exc:  # a corrupted file is a ledger problem, typed
+            conn.close()
+            raise LedgerError(f"{p}: not a readable ledger: {exc}") from exc
         except BaseException:
             conn.close()
             raise
@@ -833,8 +839,16 @@ class PrivacyLedger:
                 timestamp=None if ts is None else str(ts),
                 row_hash=bytes(r["row_hash"]),
             )
-        except (ValueError, TypeError, KeyError, AttributeError, InvalidParameter) as exc:
-            raise LedgerError(f"malformed ledger row (seq {r['seq']!r}): {exc}") from exc
+        except (
+            ValueError,
+            TypeError,
+            KeyError,
+            IndexError,
+            AttributeError,
+            InvalidParameter,
+        ) as exc:
+            seq = r["seq"] if "seq" in r.keys() else "?"  # noqa: SIM118 - sqlite3.Row
+            raise LedgerError(f"malformed ledger row (seq {seq!r}): {exc}") from exc
 
     def entries(
         self, *, client_id: str | None = None, run_id: str | None = None
@@ -859,11 +873,14 @@ class PrivacyLedger:
         """Every row that parses, plus a problem for each that does not (for audits)."""
         good: list[LedgerEntry] = []
         bad: list[Problem] = []
-        for r in self._conn.execute("SELECT * FROM events ORDER BY seq"):
-            try:
-                good.append(self._entry(r))
-            except LedgerError as exc:
-                bad.append(_row_problem(r, str(exc)))
+        try:
+            for r in self._conn.execute("SELECT * FROM events ORDER BY seq"):
+                try:
+                    good.append(self._entry(r))
+                except LedgerError as exc:
+                    bad.append(_row_problem(r, str(exc)))
+        except (sqlite3.DatabaseError, UnicodeError, IndexError, KeyError) as exc:
+            raise LedgerError(f"{self._path}: not a readable ledger: {exc}") from exc
         return good, bad
 
     def spent(
@@ -897,7 +914,10 @@ class PrivacyLedger:
         self, *, expected_public_key: Ed25519PublicKey | bytes | None = None
     ) -> VerificationReport:
         """Check every hash, signature, link and head; raise :class:`LedgerTampered` on failure."""
-        d = self.diagnose(expected_public_key=expected_public_key)
+        try:
+            d = self.diagnose(expected_public_key=expected_public_key)
+        except (sqlite3.DatabaseError, UnicodeError, IndexError, KeyError) as exc:
+            raise LedgerError(f"{self._path}: not a readable ledger: {exc}") from exc
         if not d.ok:
             first = "; ".join(p.message for p in d.problems[:3])
             more = f" (+{len(d.problems) - 3} more)" if len(d.problems) > 3 else ""
@@ -914,9 +934,15 @@ class PrivacyLedger:
         )
 
     def diagnose(self, *, expected_public_key: Ed25519PublicKey | bytes | None = None) -> Diagnosis:
-        """Every verification failure, attributed to its run where one is at fault."""
-        with self.snapshot():
-            return self._diagnose(expected_public_key)
+        """Every verification failure, attributed to its run where one is at fault.
+
+        Raises :class:`LedgerError` when SQLite cannot read the file at all (corruption).
+        """
+        try:
+            with self.snapshot():
+                return self._diagnose(expected_public_key)
+        except (sqlite3.DatabaseError, UnicodeError, IndexError, KeyError) as exc:
+            raise LedgerError(f"{self._path}: not a readable ledger: {exc}") from exc
 
     def _diagnose(self, expected_public_key: Ed25519PublicKey | bytes | None) -> Diagnosis:
         problems: list[Problem] = []

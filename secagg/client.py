@@ -69,7 +69,7 @@ from secagg._errors import (
 )
 from secagg._rng import RandomSource, SystemRandom
 from secagg.config import ClientPolicy, RoundConfig
-from secagg.graph import graph_seed, neighbour_graph
+from secagg.graph import graph_seed, neighbours_of
 from secagg.messages import (
     AdvertiseKeys,
     ConsistencySignature,
@@ -248,8 +248,7 @@ class SecAggClient:
         if len(keys) < self.policy.min_cohort:
             raise InsufficientSurvivors(f"only {len(keys)} clients advertised keys")
         self._seed = graph_seed(cfg.digest, ((u, e.c_pk, e.s_pk) for u, e in keys.items()))
-        graph = neighbour_graph(keys, cfg.degree, self._seed)
-        self.neighbours = graph[self.id]
+        self.neighbours = neighbours_of(keys, cfg.degree, self._seed, self.id)
         if len(self.neighbours) < cfg.t:
             raise InsufficientSurvivors(
                 f"{len(self.neighbours)} neighbours, fewer than the threshold t={cfg.t}"

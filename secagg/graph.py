@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from secagg._crypto import LABEL_GRAPH, sha256
 
-__all__ = ["graph_seed", "neighbour_graph", "ring_order"]
+__all__ = ["graph_seed", "neighbour_graph", "neighbours_of", "ring_order"]
 
 _U32 = struct.Struct(">I")
 
@@ -62,3 +62,14 @@ def neighbour_graph(ids: Iterable[int], k: int, seed: bytes) -> Mapping[int, fro
     for pos, u in enumerate(order):
         graph[u] = frozenset(order[(pos + off) % m] for off in range(-half, half + 1) if off)
     return graph
+
+
+def neighbours_of(ids: Iterable[int], k: int, seed: bytes, u: int) -> frozenset[int]:
+    """``neighbour_graph(ids, k, seed)[u]`` without building every other client's set."""
+    order = ring_order(ids, seed)
+    m = len(order)
+    if k >= m - 1:
+        return frozenset(order) - {u}
+    pos = order.index(u)
+    half = k // 2
+    return frozenset(order[(pos + off) % m] for off in range(-half, half + 1) if off)

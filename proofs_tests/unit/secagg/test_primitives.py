@@ -20,7 +20,7 @@ from secagg import (
     unpack_bits,
 )
 from secagg._crypto import aead_open, aead_seal, ed25519_public, ed25519_sign, ed25519_verify
-from secagg.graph import graph_seed, neighbour_graph
+from secagg.graph import graph_seed, neighbour_graph, neighbours_of
 from secagg.prg import apply_masks, prg_slice
 
 
@@ -143,5 +143,7 @@ def test_graph_is_deterministic_regular_and_order_free() -> None:
     assert all(u in g[v] for u, nb in g.items() for v in nb)  # symmetric
     g2 = neighbour_graph([u for u, _, _ in reversed(entries)], 8, seed)
     assert g == g2
+    assert all(neighbours_of(g, 8, seed, u) == g[u] for u in g)
     full = neighbour_graph(range(1, 6), 10, seed)
+    assert neighbours_of(range(1, 6), 10, seed, 3) == full[3]
     assert all(nb == frozenset(range(1, 6)) - {u} for u, nb in full.items())
