@@ -11,6 +11,8 @@ from pathlib import Path
 
 __all__ = ["main"]
 
+from secagg import SecAggError
+
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="secagg-aggregator", description=__doc__)
@@ -24,8 +26,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--state", type=Path, required=True, help="folder for the SQLite state")
     s.add_argument("--output", type=Path, required=True, help="where round-<r>.npy/.json go")
     s.add_argument("--dimension", type=int, required=True)
-    s.add_argument("--threshold", type=int, required=True)
+    s.add_argument(
+        "--threshold",
+        type=int,
+        default=None,
+        help="Shamir threshold t (default: from --expected-dropout and "
+        "--corrupt-fraction, secagg.params.choose_parameters)",
+    )
     s.add_argument("--neighbors", type=int, default=None, help="SecAgg+ k (default: all)")
+    s.add_argument("--expected-dropout", type=float, default=0.1)
+    s.add_argument("--corrupt-fraction", type=float, default=0.1)
     s.add_argument("--rounds", type=int, default=1)
     s.add_argument("--stage-timeout", type=float, default=30.0)
     s.add_argument(
@@ -67,8 +77,10 @@ def _common_serve() -> argparse.ArgumentParser:
     p.add_argument("--consortium", type=Path, required=True)
     p.add_argument("--state", type=Path, required=True)
     p.add_argument("--output", type=Path, required=True)
-    p.add_argument("--threshold", type=int, required=True)
+    p.add_argument("--threshold", type=int, default=None)
     p.add_argument("--neighbors", type=int, default=None)
+    p.add_argument("--expected-dropout", type=float, default=0.1)
+    p.add_argument("--corrupt-fraction", type=float, default=0.1)
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--stage-timeout", type=float, default=30.0)
     p.add_argument("--first-round-wait", type=float, default=60.0)
@@ -125,6 +137,23 @@ def main(argv: list[str] | None = None) -> int:
         from aggregator.service import ServeOptions, serve
 
         consortium = load_consortium(args.consortium)
+        if args.threshold is None:
+            from secagg.params import choose_parameters
+
+            n = len(consortium.registry)
+            try:
+                choice = choose_parameters(n, args.expected_dropout, args.corrupt_fraction)
+            except SecAggError as exc:
+                raise SecAggError(f"{exc}; pass --threshold (and --neighbors) explicitly") from exc
+            args.threshold = choice.t
+            if args.neighbors is None and choice.k < n - 1:
+                args.neighbors = choice.k
+            print(
+                f"parameters for n={n}, {args.expected_dropout:.0%} dropout, "
+                f"{args.corrupt_fraction:.0%} corrupt: k={choice.k}, t={choice.t} "
+                f"(failure <= {choice.failure_probability:.2g}, "
+                f"privacy failure <= {choice.privacy_failure_probability:.2g})"
+            )
         task = None
         dimension: int = getattr(args, "dimension", 0)
         if args.cmd == "serve-fl":
@@ -156,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"aggregator stopped; {done} rounds completed in total")
         return 0
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, SecAggError) as exc:
         print(f"secagg-aggregator: error: {exc}", file=sys.stderr)
         return 2
 

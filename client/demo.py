@@ -96,7 +96,7 @@ def _settings(quick: bool) -> dict[str, Any]:
         "l2_clip": 1.0,
         "user_noise": 0.05,
         "stage_timeout": 240.0,
-        "grace": 30.0,
+        "grace": 15.0,
     }
 
 
@@ -107,6 +107,7 @@ class Demo:
         self.s = _settings(args.quick)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs = self.wd / "logs"
+        self._bars: dict[int, Any] = {}
 
     # -- processes ------------------------------------------------------------------------
 
@@ -278,18 +279,18 @@ class Demo:
 
         history = [{"round": "base", "loss": loss0, "ppl": math.exp(loss0)}]
         eps_rows: list[dict[str, Any]] = []
-        seen_stage_lines = 0
         deadline = time.monotonic() + a.timeout
         r = 0
         while r < rounds and time.monotonic() < deadline:
             js = out / f"round-{r}.json"
-            seen_stage_lines = self._progress(seen_stage_lines)
+            self._progress(r, n)
             if not js.exists():
                 if self.procs["aggregator"].poll() is not None:
                     break
                 time.sleep(0.5)
                 continue
             summary = json.loads(js.read_text())
+            self._close_bars()
             adapter = np.load(summary["adapter_npy"], allow_pickle=False)
             tr.vector_to_adapter(net, adapter, spec)
             loss = tr.evaluate_loss(net, held)
@@ -317,7 +318,7 @@ class Demo:
                 }
             )
             r += 1
-        self._progress(seen_stage_lines)
+        self._close_bars()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.procs["aggregator"].wait(timeout=60)
         self.stop_all()
@@ -338,17 +339,44 @@ class Demo:
         say(f"report: {self.wd / 'report.md'}")
         return 0
 
-    def _progress(self, seen: int) -> int:
-        """Echo the aggregator's stage lines as they come (one line per protocol stage)."""
-        log = self.logs / "aggregator.log"
-        if not log.exists():
-            return seen
-        lines = log.read_text(errors="replace").splitlines()
-        for line in lines[seen:]:
-            m = re.search(r"round (\d+) (\w+)\s+closed: (.*)$", line)
-            if m:
-                print(f"  round {m.group(1)} {m.group(2):<15} {m.group(3)}", flush=True)
-        return len(lines)
+    def _progress(self, r: int, n: int) -> None:
+        """Two progress bars per round, read from the processes' logs: clients that finished
+        local DP training, and protocol stages the aggregator closed."""
+        from tqdm import tqdm
+
+        bars = self._bars
+        if r not in bars:
+            for old in bars.values():
+                for b in old:
+                    b.close()
+            bars.clear()
+            bars[r] = (
+                tqdm(total=n, desc=f"round {r} local DP training", unit="client", leave=False),
+                tqdm(total=5, desc=f"round {r} secure aggregation", unit="stage", leave=False),
+            )
+        train_bar, stage_bar = bars[r]
+        trained = 0
+        for i in range(1, n + 1):
+            log = self.logs / f"client-{i}.log"
+            if log.exists() and f"round {r} trained" in log.read_text(errors="replace"):
+                trained += 1
+        train_bar.update(trained - train_bar.n)
+        agg = self.logs / "aggregator.log"
+        closed = []
+        if agg.exists():
+            for line in agg.read_text(errors="replace").splitlines():
+                m = re.search(rf"round {r} (\w+)\s+closed: (\d+/\d+) answered", line)
+                if m:
+                    closed.append(f"{m.group(1)} {m.group(2)}")
+        stage_bar.update(len(closed) - stage_bar.n)
+        if closed:
+            stage_bar.set_postfix_str(closed[-1])
+
+    def _close_bars(self) -> None:
+        for pair in self._bars.values():
+            for b in pair:
+                b.close()
+        self._bars.clear()
 
     def _upload_bytes(self, summary: dict[str, Any]) -> float:
         return float(summary["d"] * summary["ring_bits"] / 8)
