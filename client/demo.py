@@ -93,8 +93,8 @@ def _settings(quick: bool) -> dict[str, Any]:
         },
         "max_blocks": 128,
         "held_out_blocks": 24,
-        "l2_clip": 1.0,
-        "user_noise": 0.05,
+        "l2_clip": 10.0,
+        "user_noise": 0.005,
         "stage_timeout": 240.0,
         "grace": 15.0,
     }
@@ -503,8 +503,8 @@ class Demo:
             "",
             "## Samples (greedy, same prompt)",
             "",
-            f"- base model: `{PROMPT}` -> `{sample0}`",
-            f"- fine-tuned: `{PROMPT}` -> `{sample1}`",
+            f"- base model: `{PROMPT!r}` -> `{sample0!r}`",
+            f"- fine-tuned: `{PROMPT!r}` -> `{sample1!r}`",
             "",
             f"Aggregated adapter: `{adapter_dir}` (loads with `PeftModel.from_pretrained`: "
             f"{loads}).",
