@@ -8,7 +8,7 @@ its distributed-DP noise share, masks and uploads; one client is killed in the m
 spent per client from the ledgers, and the aggregated adapter as a peft folder.
 
     python -m client.demo            # SmolLM2-135M (offline), 3 rounds, a few minutes
-    python -m client.demo --quick    # a tiny model, about a minute (what the e2e test runs)
+    python -m client.demo --quick    # a tiny model, about 1.5 minutes (what the e2e test runs)
 """
 
 from __future__ import annotations
@@ -545,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--quick", action="store_true", help="tiny model (about a minute)")
+    ap.add_argument("--quick", action="store_true", help="tiny model (about 1.5 minutes)")
     ap.add_argument("--workdir", type=Path, default=Path("demo-out"))
     ap.add_argument("--clients", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=3)
