@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: venv demo demo-quick test lint bench clean
+.PHONY: venv demo demo-quick test lint bench soak clean
 
 venv: $(STAMP)
 
@@ -33,6 +33,12 @@ lint: venv
 
 test: lint
 	$(BIN)/python -m pytest -q proofs_tests
+
+# A longer soak than CI's: in-memory rounds with random drops and tampering for 10 minutes,
+# then the real-process fault tests (clients killed at every stage, aggregator restarted).
+soak: venv
+	SECAGG_SOAK_SECONDS=600 SECAGG_SOAK_ROUNDS=1000000 $(BIN)/python -m pytest -q -s \
+		proofs_tests/adversarial/test_soak.py proofs_tests/e2e/test_faults.py
 
 bench: venv
 	$(BIN)/python bench/bench_secagg.py
