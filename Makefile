@@ -34,11 +34,13 @@ lint: venv
 test: lint
 	$(BIN)/python -m pytest -q proofs_tests
 
-# A longer soak than CI's: in-memory rounds with random drops and tampering for 10 minutes,
-# then the real-process fault tests (clients killed at every stage, aggregator restarted).
+# A longer soak than CI's: 10 minutes of in-memory rounds with random drops and tampering, 10
+# minutes of real processes with random client kills, delays and aggregator restarts, then the
+# targeted fault tests.
 soak: venv
-	SECAGG_SOAK_SECONDS=600 SECAGG_SOAK_ROUNDS=1000000 $(BIN)/python -m pytest -q -s \
-		proofs_tests/adversarial/test_soak.py proofs_tests/e2e/test_faults.py
+	SECAGG_SOAK_SECONDS=600 SECAGG_SOAK_ROUNDS=1000000 SECAGG_PROCESS_SOAK_SECONDS=600 \
+		$(BIN)/python -m pytest -q -s proofs_tests/adversarial/test_soak.py \
+		proofs_tests/e2e/test_process_soak.py proofs_tests/e2e/test_faults.py
 
 bench: venv
 	$(BIN)/python bench/bench_secagg.py
