@@ -33,6 +33,7 @@ __all__ = [
     "Contributor",
     "RoundReport",
     "StatisticsContributor",
+    "call_with_retry",
 ]
 
 log = logging.getLogger("secagg.client")
@@ -67,6 +68,32 @@ class StatisticsContributor:
 
 class AgentError(Exception):
     """The agent cannot go on (bad material, refused by the aggregator, retries exhausted)."""
+
+
+def call_with_retry(
+    what: str,
+    fn: Callable[[], _T],
+    *,
+    retries: int,
+    backoff: float,
+    sleep: Callable[[float], None],
+) -> _T:
+    """Run one RPC, retrying transient failures (UNAVAILABLE, RESOURCE_EXHAUSTED) with
+    exponential backoff capped at 5 s; anything else becomes one :class:`AgentError` sentence.
+    Shared by the pairwise and the HE client agents."""
+    delay = backoff
+    for attempt in range(retries + 1):
+        try:
+            return fn()
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code in _RETRYABLE and attempt < retries:
+                log.info("%s: %s, retrying in %.1f s", what, code.name, delay)
+                sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            raise AgentError(f"{what} failed: {code.name}: {exc.details()}") from None
+    raise AgentError(f"{what} failed after {retries} retries")
 
 
 @dataclass(frozen=True)
@@ -139,19 +166,9 @@ class ClientAgent:
     # -- transport helpers ----------------------------------------------------------------
 
     def _call(self, what: str, fn: Callable[[], _T]) -> _T:
-        delay = self.options.backoff
-        for attempt in range(self.options.retries + 1):
-            try:
-                return fn()
-            except grpc.RpcError as exc:
-                code = exc.code()
-                if code in _RETRYABLE and attempt < self.options.retries:
-                    log.info("%s: %s, retrying in %.1f s", what, code.name, delay)
-                    self.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                    continue
-                raise AgentError(f"{what} failed: {code.name}: {exc.details()}") from None
-        raise AgentError(f"{what} failed after {self.options.retries} retries")
+        return call_with_retry(
+            what, fn, retries=self.options.retries, backoff=self.options.backoff, sleep=self.sleep
+        )
 
     def _submit(self, stage: Stage, env: pb.ClientEnvelope) -> None:
         self._sent += env.ByteSize()

@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from aggregator.consortium import load_consortium
 from aggregator.he_material import verify_context
-from client.agent import AgentError, RoundReport
+from client.agent import AgentError, RoundReport, call_with_retry
 from protos import he_wire
 from protos.secagg.he.v1 import he_pb2 as pb
 from protos.secagg.he.v1 import he_pb2_grpc as pb_grpc
@@ -37,7 +37,6 @@ __all__ = ["HeAgentOptions", "HeClientAgent", "main"]
 
 log = logging.getLogger("secagg.client.he")
 _T = TypeVar("_T")
-_RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
 _MAX_MESSAGE = 1 << 30
 
 HeInputProvider = Callable[[HeRoundConfig], npt.ArrayLike]
@@ -94,19 +93,9 @@ class HeClientAgent:
         self.channel.close()
 
     def _call(self, what: str, fn: Callable[[], _T]) -> _T:
-        delay = self.options.backoff
-        for attempt in range(self.options.retries + 1):
-            try:
-                return fn()
-            except grpc.RpcError as exc:
-                code = exc.code()
-                if code in _RETRYABLE and attempt < self.options.retries:
-                    log.info("%s: %s, retrying in %.1f s", what, code.name, delay)
-                    self.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                    continue
-                raise AgentError(f"{what} failed: {code.name}: {exc.details()}") from None
-        raise AgentError(f"{what} failed after {self.options.retries} retries")
+        return call_with_retry(
+            what, fn, retries=self.options.retries, backoff=self.options.backoff, sleep=self.sleep
+        )
 
     def _long_poll(self, what: str, fn: Callable[[], _T]) -> _T:
         deadline = self.clock() + self.options.wait_timeout
