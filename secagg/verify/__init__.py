@@ -5,27 +5,39 @@ See :mod:`secagg.verify.norm` for the construction and its security argument.
 """
 
 from secagg.verify.norm import (
-    DEFAULT_BOUND_BITS,
-    DEFAULT_COORD_BITS,
+    FIELD_ORDER,
+    JL_ROWS,
+    MAX_BOUND_BITS,
+    MAX_COORD_BITS,
+    MAX_DIM,
     Commitment,
     InvalidProof,
     NormProof,
     Opening,
+    check_opening,
     commit,
+    layout,
     make_context,
+    num_rows,
     prove_norm,
     verify_norm,
 )
 
 __all__ = [
-    "DEFAULT_BOUND_BITS",
-    "DEFAULT_COORD_BITS",
+    "FIELD_ORDER",
+    "JL_ROWS",
+    "MAX_BOUND_BITS",
+    "MAX_COORD_BITS",
+    "MAX_DIM",
     "Commitment",
     "InvalidProof",
     "NormProof",
     "Opening",
+    "check_opening",
     "commit",
+    "layout",
     "make_context",
+    "num_rows",
     "prove_norm",
     "verify_norm",
 ]
