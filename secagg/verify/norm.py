@@ -565,10 +565,10 @@ def _w_blocks(seed: bytes, a: int, b: int, zeta: I64) -> list[I64]:
     zf = zeta.astype(np.float64)
     out = []
     for k in range(a + 1):
-        cols = b if k < a else SLACK_LEN
-        blk = _jl_block(seed, k, cols).astype(np.float64)
-        w = np.zeros((b, 8), dtype=np.int64)
-        w[:cols] = np.rint(blk.T @ zf).astype(np.int64)
+        # The slack row is projected over all b columns, so a cheater cannot hide large
+        # values in the slack row's unused positions (they would enter the norm unchecked).
+        blk = _jl_block(seed, k, b).astype(np.float64)
+        w = np.rint(blk.T @ zf).astype(np.int64)
         out.append(_normalise(w, 10))
     return out
 
@@ -732,7 +732,7 @@ def _prove(
     # H-side rows, slack on both sides, blinding rows: fixed across rejection attempts.
     sig = [_rand(rng) for _ in range(a)]
     big_d = [_msm_small(b"H", rows[k].tolist(), h0, sig[k]) for k in range(a)]
-    s_vec = [int(t) % P for t in slack]
+    s_vec = [int(t) % P for t in slack]  # honest: SLACK_LEN entries; a forger may use up to b
     rho_s, sig_s = _rand(rng), _rand(rng)
     c_s = _msm_small(b"G", s_vec, h0, rho_s)
     d_s = _msm_small(b"H", s_vec, h0, sig_s)
@@ -753,7 +753,7 @@ def _prove(
         for k in range(a):
             blk = _jl_block(seed, k, b).astype(np.float64)
             rv += np.rint(blk @ rows[k].astype(np.float64)).astype(np.int64)
-        rs = _jl_block(seed, a, SLACK_LEN).astype(np.int64)
+        rs = _jl_block(seed, a, b)[:, : len(s_vec)].astype(np.int64)
         rv_list = [int(t) for t in rv.tolist()]
         rs_list = [
             sum(int(c) * s for c, s in zip(rs[j].tolist(), s_vec, strict=True))

@@ -136,6 +136,22 @@ def test_field_wraparound_vector_is_rejected() -> None:
         verify_norm(c, clipped, s - 1, CTX)
 
 
+def test_wraparound_hidden_in_unused_slack_positions_is_rejected() -> None:
+    """The slack row is projected over all its b positions, not only the 16 an honest prover
+    uses: a sqrt(-1) placed at position 20 is caught like one at position 0."""
+    i = pow(5, (P - 1) // 4, P)
+    x = _vec(200, 4)
+    s = _norm2(x)
+    rng = DeterministicRandom(b"wrap-pad")
+    c, o = commit(x, rng)
+    forged = [0] * 20 + [i]
+    with pytest.raises(EncodingError, match="rejection"):
+        _prove(_as_vector(x), o, s - 1, CTX, rng, forged)
+    cheat = _prove(_as_vector(x), o, s - 1, CTX, rng, forged, force=True)
+    with pytest.raises(InvalidProof):
+        verify_norm(c, cheat, s - 1, CTX)
+
+
 def test_jl_rows_are_balanced_ternary() -> None:
     """The approximate range proof needs P(0) = 1/2, P(+1) = P(-1) = 1/4 (chi-square)."""
     blk = _jl_block(b"\x01" * 32, 0, 4096)
