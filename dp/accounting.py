@@ -144,8 +144,47 @@ class DpSgdEvent:
         return not self.is_noop and self.noise_multiplier == 0.0
 
 
+class _DistributedEvent:
+    """What the two distributed (SecAgg) noise events share: checks, no-op test, L1 bound."""
+
+    __slots__ = ()
+    local_stddev: float
+    survivors: int
+    participation_rate: float
+    l2_sensitivity: float
+    dimension: int
+    l1_sensitivity: float | None
+    rounds: int
+
+    def _check_common(self) -> None:
+        _check_int("survivors", self.survivors, low=1)
+        _check_real("participation_rate", self.participation_rate, low=0.0, high=1.0)
+        _check_real("l2_sensitivity", self.l2_sensitivity, low=0.0)
+        _check_int("dimension", self.dimension, low=1)
+        if self.l1_sensitivity is not None:
+            _check_real("l1_sensitivity", self.l1_sensitivity, low=0.0)
+        _check_int("rounds", self.rounds, low=0)
+
+    @property
+    def is_noop(self) -> bool:
+        return self.rounds == 0 or self.participation_rate == 0.0 or self.l2_sensitivity == 0.0
+
+    @property
+    def is_non_private(self) -> bool:
+        return False
+
+    @property
+    def l1(self) -> float:
+        d2 = self.l2_sensitivity
+        return (
+            self.l1_sensitivity
+            if self.l1_sensitivity is not None
+            else d2 * min(math.sqrt(self.dimension), d2)
+        )
+
+
 @dataclass(frozen=True, slots=True)
-class DistributedDiscreteGaussianEvent:
+class DistributedDiscreteGaussianEvent(_DistributedEvent):
     """User-level distributed discrete Gaussian (DDG) over SecAgg, for ``rounds`` rounds.
 
     All quantities are in the integer lattice the encoder produces (after scaling, rotation and
@@ -171,34 +210,11 @@ class DistributedDiscreteGaussianEvent:
     def __post_init__(self) -> None:
         # KLS21 Prop. 14 and Thm 1 are stated for sigma >= 1/2 only.
         _check_real("local_stddev", self.local_stddev, low=0.5)
-        _check_int("survivors", self.survivors, low=1)
-        _check_real("participation_rate", self.participation_rate, low=0.0, high=1.0)
-        _check_real("l2_sensitivity", self.l2_sensitivity, low=0.0)
-        _check_int("dimension", self.dimension, low=1)
-        if self.l1_sensitivity is not None:
-            _check_real("l1_sensitivity", self.l1_sensitivity, low=0.0)
-        _check_int("rounds", self.rounds, low=0)
-
-    @property
-    def is_noop(self) -> bool:
-        return self.rounds == 0 or self.participation_rate == 0.0 or self.l2_sensitivity == 0.0
-
-    @property
-    def is_non_private(self) -> bool:
-        return False
-
-    @property
-    def l1(self) -> float:
-        d2 = self.l2_sensitivity
-        return (
-            self.l1_sensitivity
-            if self.l1_sensitivity is not None
-            else d2 * min(math.sqrt(self.dimension), d2)
-        )
+        self._check_common()
 
 
 @dataclass(frozen=True, slots=True)
-class DistributedSkellamEvent:
+class DistributedSkellamEvent(_DistributedEvent):
     """User-level distributed Skellam over SecAgg, for ``rounds`` rounds.
 
     Each of ``survivors`` honest clients adds symmetric Skellam noise of variance
@@ -222,30 +238,7 @@ class DistributedSkellamEvent:
         _check_real("local_stddev", self.local_stddev, low=0.0)
         if self.local_stddev == 0.0:
             raise InvalidParameter("local_stddev must be > 0 for the Skellam mechanism")
-        _check_int("survivors", self.survivors, low=1)
-        _check_real("participation_rate", self.participation_rate, low=0.0, high=1.0)
-        _check_real("l2_sensitivity", self.l2_sensitivity, low=0.0)
-        _check_int("dimension", self.dimension, low=1)
-        if self.l1_sensitivity is not None:
-            _check_real("l1_sensitivity", self.l1_sensitivity, low=0.0)
-        _check_int("rounds", self.rounds, low=0)
-
-    @property
-    def is_noop(self) -> bool:
-        return self.rounds == 0 or self.participation_rate == 0.0 or self.l2_sensitivity == 0.0
-
-    @property
-    def is_non_private(self) -> bool:
-        return False
-
-    @property
-    def l1(self) -> float:
-        d2 = self.l2_sensitivity
-        return (
-            self.l1_sensitivity
-            if self.l1_sensitivity is not None
-            else d2 * min(math.sqrt(self.dimension), d2)
-        )
+        self._check_common()
 
 
 DpEvent: TypeAlias = DpSgdEvent | DistributedDiscreteGaussianEvent | DistributedSkellamEvent
