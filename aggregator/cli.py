@@ -47,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--clip", type=float, default=1.0)
     s.add_argument("--bits", type=int, default=None)
     s.add_argument(
+        "--norm-bound",
+        type=int,
+        default=None,
+        help="verify contributions (protocol.md §7): every client proves that the squared L2 "
+        "norm of its encoded vector is at most this; off by default",
+    )
+    s.add_argument(
         "--insecure-dev",
         action="store_true",
         help="plaintext, no client certificates: local demos only",
@@ -68,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--run-id", required=True)
     f.add_argument("--ledger", type=Path, help="the consortium's privacy ledger (SQLite)")
     f.add_argument("--ledger-key", type=Path, help="Ed25519 PEM key that signs the ledger")
+    f.add_argument(
+        "--verify",
+        action="store_true",
+        help="verify contributions (protocol.md §7): every client proves a norm bound computed "
+        "from the DP parameters (aggregator.fl.verification_norm_bound)",
+    )
     return ap
 
 
@@ -116,6 +129,7 @@ def _fl_task(args: argparse.Namespace, n: int):  # type: ignore[no-untyped-def]
         run_id=args.run_id,
         ledger_path=args.ledger,
         ledger_key=key,
+        verify=args.verify,
     )
 
 
@@ -156,9 +170,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         task = None
         dimension: int = getattr(args, "dimension", 0)
+        norm_bound: int | None = getattr(args, "norm_bound", None)
         if args.cmd == "serve-fl":
             task = _fl_task(args, n=len(consortium.registry))
             dimension = task.dp_cfg.encoded_dim
+            norm_bound = task.norm_bound
+            if norm_bound is not None:
+                print(f"contributions verified: squared L2 norm <= {norm_bound}")
         options = ServeOptions(
             d=dimension,
             t=args.threshold,
@@ -170,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             first_round_wait=args.first_round_wait,
             straggler_grace=getattr(args, "straggler_grace", None),
             output=args.output,
+            norm_bound=norm_bound,
         )
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):

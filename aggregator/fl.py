@@ -22,14 +22,23 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aggregator.tasks import TaskRound, save_npy
+from dp._bounds import log_tail_skellam
 from dp.accounting import distributed_event
 from dp.distributed import DistributedDPConfig, decode, round_privacy
 from dp.ledger import Budget, PrivacyLedger
 from secagg import RoundConfig
 
-__all__ = ["DpLoraTask", "FlParams", "choose_dp_config", "task_document"]
+__all__ = [
+    "NORM_TAIL",
+    "DpLoraTask",
+    "FlParams",
+    "choose_dp_config",
+    "task_document",
+    "verification_norm_bound",
+]
 
 TASK_KIND = "dp-lora/v1"
+NORM_TAIL = 2.0**-40  # P(an honest client's encoded vector exceeds the verification bound)
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,59 @@ def choose_dp_config(dim: int, n: int, t: int, params: FlParams) -> DistributedD
     return last
 
 
+def _noise_norm_bound(cfg: DistributedDPConfig, tail: float) -> float:
+    """A bound on the L2 norm of one client's noise share that fails with probability at most
+    ``tail``.
+
+    Discrete Gaussian: the share has ``d`` independent ``sigma^2``-subgaussian coordinates
+    (CKS20), so by Hsu, Kakade and Zhang (2012, Theorem 1) with ``s = ln(1/tail)``:
+    ``P(||N||^2 > sigma^2 (d + 2 sqrt(d s) + 2 s)) <= tail``.
+
+    Skellam with variance ``V`` (not subgaussian): with probability ``>= 1 - tail/2`` every
+    ``|N_j| <= a`` (union bound over the coordinates with the Chernoff tail); on that event
+    ``||N||^2`` is a sum of ``d`` independent variables in ``[0, a^2]`` with mean ``V`` and
+    variance ``<= E N^4 = 3 V^2 + V``, and Bernstein's inequality with ``L = ln(2/tail)`` gives
+    ``||N||^2 <= d V + a^2 L / 3 + sqrt((a^2 L / 3)^2 + 2 d (3 V^2 + V) L)`` except with
+    probability ``tail/2``.
+    """
+    d = cfg.encoded_dim
+    param = cfg.local_noise_parameter
+    if param <= 0.0:
+        return 0.0
+    if cfg.mechanism != "skellam":
+        s = math.log(1.0 / tail)
+        return math.sqrt(param * (d + 2.0 * math.sqrt(d * s) + 2.0 * s))
+    target = math.log(tail / (4.0 * d))  # 2 d P(N_j >= a) <= tail / 2
+    a = math.sqrt(param)
+    while log_tail_skellam(a, param) > target:
+        a *= 1.05
+    big_l = math.log(2.0 / tail)
+    lin = a * a * big_l / 3.0
+    dev = lin + math.sqrt(lin * lin + 2.0 * d * (3.0 * param * param + param) * big_l)
+    return math.sqrt(d * param + dev)
+
+
+def verification_norm_bound(cfg: DistributedDPConfig, tail: float = NORM_TAIL) -> int:
+    """The squared L2 bound for contribution verification (protocol.md §7) of a DP-LoRA round.
+
+    A client's encoded vector is its rounded update plus its noise share, ``r + N``. The
+    conditional rounding guarantees ``||r|| <= rounded_l2_bound`` (always); the noise share's
+    norm is below :func:`_noise_norm_bound` except with probability ``tail``. By the triangle
+    inequality an honest client stays within ``(rounded_l2_bound + noise bound)^2`` except with
+    probability ``tail`` (plus the ring's own wrap probability, ``cfg.wrap_probability``, for
+    the centred lift to be ``r + N``); it then cannot prove, and does not take part. A
+    malicious client can send any vector within the bound: up to about ``sqrt(bound)`` in L2,
+    instead of the ring's ``2^(b-1) sqrt(d)``.
+    """
+    if not 0.0 < tail < 1.0:
+        raise ValueError("the tail probability must be in (0, 1)")
+    total = cfg.rounded_l2_bound + _noise_norm_bound(cfg, tail)
+    bound = math.ceil(total * total * (1.0 + 1e-9)) + 1  # float slack, rounded up
+    if bound >= 1 << 64:
+        raise ValueError("the verification bound does not fit 64 bits for these DP parameters")
+    return bound
+
+
 def task_document(
     round_number: int,
     run_id: str,
@@ -121,6 +183,7 @@ class DpLoraTask:
         run_id: str,
         ledger_path: Path | None = None,
         ledger_key: Ed25519PrivateKey | None = None,
+        verify: bool = False,
     ) -> None:
         vec = np.asarray(initial, dtype=np.float32)
         if vec.ndim != 1 or not np.all(np.isfinite(vec)):
@@ -131,6 +194,8 @@ class DpLoraTask:
         self.params = params
         self.run_id = run_id
         self.dp_cfg = choose_dp_config(vec.size, n, t, params)
+        # protocol.md §7: every update is norm-proven against what an honest encoder produces.
+        self.norm_bound = verification_norm_bound(self.dp_cfg) if verify else None
         self._ledger_args = (ledger_path, ledger_key)
         self._ledger: PrivacyLedger | None = None
 

@@ -10,6 +10,11 @@ unauthenticated message is refused (INVALID_ARGUMENT / RESOURCE_EXHAUSTED / PERM
 and its sender excluded from the round; the service keeps serving. A retried submission that is
 byte-identical to one already accepted is acknowledged again (idempotent), anything else from
 the same sender in the same stage is a replay and is refused.
+
+With ``ServeOptions.norm_bound`` (protocol.md §7) every masked input carries a commitment and a
+norm proof; the proof is verified when it arrives, outside the lock (``SecAggServer.preverify``),
+a sender whose proof fails is excluded, and a round whose unmasked sum does not match the sum of
+the commitments aborts (``AggregateMismatch``) and publishes nothing.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from protos import wire
 from protos.secagg.v1 import secagg_pb2 as pb
 from protos.secagg.v1 import secagg_pb2_grpc as pb_grpc
 from secagg import ProtocolAbort, RoundConfig, SecAggServer, Stage, UnexpectedMessage
-from secagg.messages import KeyList, ServerMessage, stage_of
+from secagg.messages import KeyList, MaskedInput, ServerMessage, stage_of
 
 __all__ = ["AggregatorService", "RoundRunner", "ServeOptions", "serve"]
 
@@ -61,6 +66,9 @@ class ServeOptions:
     straggler_grace: float | None = None
     output: Path = Path("output")
     max_workers: int | None = None
+    # Contribution verification (protocol.md §7): the squared L2 bound on each client's
+    # centred encoded vector; None turns it off.
+    norm_bound: int | None = None
 
 
 @dataclass
@@ -109,7 +117,13 @@ class RoundRunner:
         n = len(self.registry)
         # Validate once; a fresh session id per round is added in _open.
         self.template = RoundConfig(
-            n=n, t=options.t, d=options.d, k=options.k, clip=options.clip, bits=options.bits
+            n=n,
+            t=options.t,
+            d=options.d,
+            k=options.k,
+            clip=options.clip,
+            bits=options.bits,
+            norm_bound=options.norm_bound,
         )
         interrupted = store.abort_interrupted(wall())
         for r in interrupted:
@@ -172,13 +186,16 @@ class RoundRunner:
             self.current = rnd
             self.cond.notify_all()
         log.info(
-            "round %d open: n=%d t=%d k=%d d=%d, ring 2^%d",
+            "round %d open: n=%d t=%d k=%d d=%d, ring 2^%d, %s",
             rnd.number,
             rnd.config.n,
             rnd.config.t,
             rnd.config.degree,
             rnd.config.d,
             rnd.config.ring_bits,
+            "contributions unverified"
+            if rnd.config.norm_bound is None
+            else f"norm proofs (squared L2 <= {rnd.config.norm_bound})",
         )
         for stage in Stage:
             t0 = self.clock()
@@ -255,6 +272,8 @@ class RoundRunner:
             },
             "ring_bits": cfg.ring_bits,
             "d": cfg.d,
+            "upload_dim": cfg.upload_dim,
+            "norm_bound": cfg.norm_bound,
             "timings": {
                 "stages_s": rnd.stage_seconds,
                 "round_s": self.clock() - rnd.opened_at,
@@ -449,6 +468,12 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                 rnd.server.rejected.setdefault(sender, f"{rnd.stage.name}: malformed: {exc}")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         stage = stage_of(msg)
+        if (
+            isinstance(msg, MaskedInput)
+            and (stage, sender) not in rnd.accepted
+            and sender not in rnd.server.rejected
+        ):
+            rnd.server.preverify(msg)  # protocol.md §7: seconds of work, outside the lock
         with r.cond:
             if rnd.ended:
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the round has ended")

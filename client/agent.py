@@ -4,6 +4,10 @@
 Transient transport errors (UNAVAILABLE, a lost reply) are retried with exponential backoff; a
 retried submission is byte-identical, which the aggregator acknowledges idempotently. Anything
 else ends the round for this client with one clear sentence.
+
+In a round with a norm bound (protocol.md §7) the state machine commits to the vector and
+proves the bound at the MaskedInput stage; a vector above the bound cannot be proven, so this
+client sits the round out (one sentence in its report) and takes part in the next.
 """
 
 from __future__ import annotations
@@ -24,7 +28,15 @@ from aggregator.consortium import load_consortium
 from protos import wire
 from protos.secagg.v1 import secagg_pb2 as pb
 from protos.secagg.v1 import secagg_pb2_grpc as pb_grpc
-from secagg import ClientPolicy, ProtocolAbort, RoundConfig, SecAggClient, Stage, SystemRandom
+from secagg import (
+    ClientPolicy,
+    NormBoundExceeded,
+    ProtocolAbort,
+    RoundConfig,
+    SecAggClient,
+    Stage,
+    SystemRandom,
+)
 
 __all__ = [
     "AgentError",
@@ -243,11 +255,28 @@ class ClientAgent:
             self._received += blob.ByteSize()
             if hashlib.sha256(model).digest() != cfg.model_digest:
                 raise AgentError("the model does not match the round's digest: refusing the round")
+        try:  # the policy is checked again by the state machine; here before any training
+            self.options.policy.check(cfg)
+        except ProtocolAbort as exc:
+            log.warning("client %d: round %d refused: %s", me, cfg.round, exc)
+            return RoundReport(cfg.round, False, (), f"aborted: {exc}", self.clock() - t0)
         ring = self.contributor.contribute(cfg, task, model)
-        client = SecAggClient(
-            cfg, me, self.identity, self.registry, ring, policy=self.options.policy
+        try:
+            client = SecAggClient(
+                cfg, me, self.identity, self.registry, ring, policy=self.options.policy
+            )
+        except NormBoundExceeded as exc:  # no proof exists: sit this round out
+            log.warning("client %d: round %d refused: %s", me, cfg.round, exc)
+            return RoundReport(cfg.round, False, (), f"refused: {exc}", self.clock() - t0)
+        log.info(
+            "client %d: round %d (n=%d, t=%d, d=%d%s)",
+            me,
+            cfg.round,
+            cfg.n,
+            cfg.t,
+            cfg.d,
+            "" if cfg.norm_bound is None else ", norm-proven contribution",
         )
-        log.info("client %d: round %d (n=%d, t=%d, d=%d)", me, cfg.round, cfg.n, cfg.t, cfg.d)
         try:
             msg: Any = client.advertise()
             for stage in Stage:

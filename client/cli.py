@@ -24,6 +24,11 @@ def _parser() -> argparse.ArgumentParser:
     j.add_argument("--rounds", type=int, default=1)
     j.add_argument("--insecure-dev", action="store_true")
     j.add_argument(
+        "--require-verification",
+        action="store_true",
+        help="refuse rounds that do not verify contributions with norm proofs (protocol.md §7)",
+    )
+    j.add_argument(
         "--fault",
         action="append",
         default=[],
@@ -44,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--ledger-key", type=Path, required=True, help="Ed25519 PEM key for it")
     t.add_argument("--rounds", type=int, default=1)
     t.add_argument("--insecure-dev", action="store_true")
+    t.add_argument(
+        "--require-verification",
+        action="store_true",
+        help="refuse rounds that do not verify contributions with norm proofs (protocol.md §7)",
+    )
     t.add_argument("--fault", action="append", default=[], help="testing only, as for join")
     t.add_argument("--dump-updates", type=Path, default=None, help=argparse.SUPPRESS)
     t.add_argument("-v", "--verbose", action="store_true")
@@ -88,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from client.agent import AgentError, AgentOptions, ClientAgent
     from dp import PrivacyError
+    from secagg import ClientPolicy
 
     try:
         contributor: Any
@@ -128,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 client_id=args.id,
                 rounds=args.rounds,
                 insecure=args.insecure_dev,
+                policy=ClientPolicy(require_norm_bound=args.require_verification),
             ),
             contributor,
             before_stage=_faults(args.fault),

@@ -3,7 +3,9 @@
 A local consortium (CA, certificates, identities) is created; the aggregator and 6 client
 agents run as separate processes on 127.0.0.1 with mutual TLS. Each client trains FFA-LoRA with
 DP-SGD on its own non-IID slice of text found on every machine (Python's own docstrings), adds
-its distributed-DP noise share, masks and uploads; one client is killed in the middle of round
+its distributed-DP noise share, commits to its encoded update and proves in zero knowledge that
+its norm is within the bound the DP parameters imply (contribution verification, protocol.md
+§7; ``--no-verify`` turns it off), masks and uploads; one client is killed in the middle of round
 1 and the round still completes. At the end: a report (markdown and PNG plots), the privacy
 spent per client from the ledgers, and the aggregated adapter as a peft folder.
 
@@ -235,6 +237,7 @@ class Demo:
                 "aggregator-ledger.db",
                 "--ledger-key",
                 str(keys / "aggregator.ledger.pem"),
+                *(["--verify"] if a.verify else []),
             ],
         )
         victim = n if a.kill else None
@@ -266,6 +269,8 @@ class Demo:
             ]
             if cache:
                 argv += ["--cache", str(cache)]
+            if a.verify:
+                argv += ["--require-verification"]
             if victim == i:
                 argv += ["--fault", "kill:1:MASKED_INPUT"]
             if a.dump_updates:
@@ -275,6 +280,15 @@ class Demo:
         say(
             f"aggregator on 127.0.0.1:{port} (mutual TLS), {n} clients started, threshold t={t}"
             + (f"; client {victim} will be killed in round 1" if victim else "")
+        )
+        say(
+            "contribution verification: "
+            + (
+                "on (each update committed and norm-proven; the aggregate checked against the "
+                "commitments)"
+                if a.verify
+                else "off (--no-verify)"
+            )
         )
 
         history = [{"round": "base", "loss": loss0, "ppl": math.exp(loss0)}]
@@ -315,6 +329,7 @@ class Demo:
                     "seconds": summary["timings"]["round_s"],
                     "noise_stddev": summary["noise_stddev"],
                     "mean_update_l2": summary["mean_update_l2"],
+                    "norm_bound": summary.get("norm_bound"),
                 }
             )
             r += 1
@@ -379,7 +394,7 @@ class Demo:
         self._bars.clear()
 
     def _upload_bytes(self, summary: dict[str, Any]) -> float:
-        return float(summary["d"] * summary["ring_bits"] / 8)
+        return float(summary.get("upload_dim", summary["d"]) * summary["ring_bits"] / 8)
 
     def _epsilons(self, n: int, upto: int) -> list[dict[str, Any]]:
         """Each client's epsilon after round ``upto``, from its own ledger (clients may already
@@ -471,6 +486,15 @@ class Demo:
             "DP-SGD on its own slice of Python's docstrings and adds a distributed discrete "
             f"Gaussian share (user-level noise multiplier {self.s['user_noise']}).",
             "",
+            "Contribution verification (protocol.md §7): "
+            + (
+                f"on: every update was committed and proven to have squared L2 norm <= "
+                f"{history[1].get('norm_bound')} (encoded units), and each aggregate was checked "
+                "against the sum of the commitments before it was published."
+                if len(history) > 1 and history[1].get("norm_bound") is not None
+                else "off."
+            ),
+            "",
             "| round | survivors | dropped | held-out loss | perplexity | seconds |",
             "|---|---|---|---|---|---|",
             f"| base | - | - | {history[0]['loss']:.4f} | {history[0]['ppl']:.2f} | - |",
@@ -552,6 +576,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "secagg-dplora")
     ap.add_argument(
         "--no-kill", dest="kill", action="store_false", help="do not kill a client in round 1"
+    )
+    ap.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="do not verify contributions (no commitments or norm proofs; faster)",
     )
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--dump-updates", action="store_true", help=argparse.SUPPRESS)

@@ -2,8 +2,9 @@
 
 Decoding never trusts a length: keys are 32 bytes, signatures 64, digests 32, share values
 66, ciphertexts exactly the AEAD size, id lists bounded by ``n``, packed vectors exactly
-``ceil(d * b / 8)`` bytes. A violation raises :class:`WireError` (a ``secagg.InvalidMessage``),
-which the service maps to ``INVALID_ARGUMENT``.
+``ceil(upload_dim * b / 8)`` bytes, commitments and norm proofs (only in a round with a
+norm bound, protocol.md §7) below their fixed maxima. A violation raises :class:`WireError`
+(a ``secagg.InvalidMessage``), which the service maps to ``INVALID_ARGUMENT``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from secagg.messages import (
     SurvivorList,
     UnmaskShares,
 )
+from secagg.verify_round import MAX_PROOF_BYTES, max_commitment_bytes
 
 __all__ = [
     "STAGE_FROM_PB",
@@ -59,7 +61,9 @@ class WireError(InvalidMessage):
 
 def max_message_bytes(cfg: RoundConfig) -> int:
     """The largest legitimate message of a round (a packed vector or a share bundle) + slack."""
-    packed = math.ceil(cfg.d * cfg.ring_bits / 8)
+    packed = math.ceil(cfg.upload_dim * cfg.ring_bits / 8)
+    if cfg.norm_bound is not None:
+        packed += max_commitment_bytes(cfg.d) + MAX_PROOF_BYTES
     k = cfg.degree
     bundle = k * (_CT_BYTES + 32 + 64 + k * 80 + 32)
     keys = cfg.n * 150
@@ -100,6 +104,7 @@ def config_to_pb(cfg: RoundConfig) -> pb.RoundConfig:
         model_digest=cfg.model_digest,
         dp_digest=cfg.dp_digest,
         config_digest=cfg.digest,
+        norm_bound=cfg.norm_bound,
     )
 
 
@@ -119,6 +124,7 @@ def config_from_pb(m: pb.RoundConfig) -> RoundConfig:
             model_digest=bytes(m.model_digest),
             dp_digest=bytes(m.dp_digest),
             version=m.version,
+            norm_bound=int(m.norm_bound) if m.HasField("norm_bound") else None,
         )
     except ValueError as exc:
         raise WireError(f"bad round config: {exc}") from exc
@@ -148,7 +154,12 @@ def client_to_pb(msg: ClientMessage, cfg: RoundConfig) -> pb.ClientEnvelope:
         )
     elif isinstance(msg, MaskedInput):
         env.masked_input.CopyFrom(
-            pb.MaskedInput(packed=pack_bits(msg.masked, cfg.ring_bits), signature=msg.signature)
+            pb.MaskedInput(
+                packed=pack_bits(msg.masked, cfg.ring_bits),
+                signature=msg.signature,
+                commitment=msg.commitment,
+                proof=msg.proof,
+            )
         )
     elif isinstance(msg, ConsistencySignature):
         env.consistency.CopyFrom(pb.ConsistencySignature(signature=msg.signature))
@@ -202,11 +213,20 @@ def client_from_pb(env: pb.ClientEnvelope, cfg: RoundConfig) -> ClientMessage:
         )
     if kind == "masked_input":
         m = env.masked_input
+        if cfg.norm_bound is None:
+            if m.commitment or m.proof:
+                raise WireError("this round carries no commitments or proofs")
+        elif not 0 < len(m.commitment) <= max_commitment_bytes(cfg.d):
+            raise WireError(f"commitment of {len(m.commitment)} bytes")
+        elif not 0 < len(m.proof) <= MAX_PROOF_BYTES:
+            raise WireError(f"norm proof of {len(m.proof)} bytes")
         try:
-            vec = unpack_bits(bytes(m.packed), cfg.ring_bits, cfg.d)
+            vec = unpack_bits(bytes(m.packed), cfg.ring_bits, cfg.upload_dim)
         except ValueError as exc:
             raise WireError(f"masked input: {exc}") from exc
-        return MaskedInput(sender, vec, _b(m.signature, 64, "signature"))
+        return MaskedInput(
+            sender, vec, _b(m.signature, 64, "signature"), bytes(m.commitment), bytes(m.proof)
+        )
     if kind == "consistency":
         return ConsistencySignature(sender, _b(env.consistency.signature, 64, "signature"))
     if kind == "unmask":

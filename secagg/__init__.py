@@ -5,14 +5,17 @@ Apps call :func:`simulate` for an in-memory round, or drive :class:`SecAggClient
 """
 
 from secagg._errors import (
+    AggregateMismatch,
     ConfigError,
     EncodingError,
     InconsistentView,
     InsufficientSurvivors,
+    InvalidContribution,
     InvalidMessage,
     InvalidShare,
     InvalidSignature,
     KeyAgreementError,
+    NormBoundExceeded,
     PolicyViolation,
     ProtocolAbort,
     SecAggError,
@@ -27,6 +30,7 @@ from secagg.simulate import SimulationResult, simulate
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "AggregateMismatch",
     "ClientPolicy",
     "ClientState",
     "ConfigError",
@@ -34,10 +38,12 @@ __all__ = [
     "EncodingError",
     "InconsistentView",
     "InsufficientSurvivors",
+    "InvalidContribution",
     "InvalidMessage",
     "InvalidShare",
     "InvalidSignature",
     "KeyAgreementError",
+    "NormBoundExceeded",
     "PolicyViolation",
     "ProtocolAbort",
     "RandomSource",

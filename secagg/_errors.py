@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 __all__ = [
+    "AggregateMismatch",
     "ConfigError",
     "EncodingError",
     "InconsistentView",
     "InsufficientSurvivors",
+    "InvalidContribution",
     "InvalidMessage",
     "InvalidShare",
     "InvalidSignature",
     "KeyAgreementError",
+    "NormBoundExceeded",
     "PolicyViolation",
     "ProtocolAbort",
     "SecAggError",
@@ -28,6 +31,11 @@ class ConfigError(SecAggError, ValueError):
 
 class EncodingError(SecAggError, ValueError):
     """An input cannot be encoded into the ring (NaN/Inf, wrong shape or dtype, out of range)."""
+
+
+class NormBoundExceeded(EncodingError):
+    """This client's encoded vector is above the round's norm bound: it cannot prove otherwise,
+    so it does not take part in the round (protocol.md §7)."""
 
 
 class ProtocolAbort(SecAggError):
@@ -73,3 +81,14 @@ class InconsistentView(ProtocolAbort):
 
 class InsufficientSurvivors(ProtocolAbort):
     """Too few parties remain for the threshold or the minimum cohort: no output is produced."""
+
+
+class InvalidContribution(InvalidMessage):
+    """A masked input's commitment or norm proof is malformed or does not verify (protocol.md
+    §7): the sender is excluded before anything is unmasked."""
+
+
+class AggregateMismatch(ProtocolAbort):
+    """After unmasking, the sum of the survivors' commitments does not open to the unmasked sum:
+    some client's masked vector is not the one it committed to. Nothing is published. The
+    aggregator cannot tell which client cheated (it never sees an individual vector)."""

@@ -11,7 +11,9 @@ terminal ``aborted`` state, after which it answers nothing):
 * §4.2: shares go only to neighbours, encrypted and authenticated with ``config_digest``.
 * §4.3: each owner's ciphertext must decrypt, name the right parties, and match the digests the
   owner signed. A key set masks exactly one input (threats.md SA-19): the stage cannot be
-  replayed.
+  replayed. In a verified round (``config.norm_bound``, protocol.md §7) the client commits to
+  its vector, proves the norm bound, and masks the blinding factors with the vector; an input
+  above the bound is refused when it is set (:class:`~secagg.NormBoundExceeded`).
 * §4.4: the survivor set U3 must contain this client, only neighbours it holds shares from,
   and at least ``t`` of them; at least ``t`` neighbours must sign the same set.
 * §4.5: for each neighbour, the share of ``b`` if it survived, of ``s_sk`` if it dropped after
@@ -86,6 +88,7 @@ from secagg.messages import (
 )
 from secagg.prg import apply_masks
 from secagg.shamir import bytes_to_secret, share_from_bytes, share_to_bytes, split
+from secagg.verify_round import check_norm, prove_contribution
 
 __all__ = ["ClientState", "SecAggClient"]
 
@@ -159,6 +162,7 @@ class SecAggClient:
             raise EncodingError("ring input has elements outside Z_2^b")
         if self.state not in (ClientState.INIT, ClientState.ADVERTISED, ClientState.SHARED):
             raise UnexpectedMessage("the input can no longer be changed", party=self.id)
+        check_norm(self.config, arr)  # a verified round: above the bound, no proof exists
         self._input = np.array(arr, dtype=np.uint32, copy=True)
 
     def advertise(self) -> AdvertiseKeys:
@@ -373,14 +377,24 @@ class SecAggClient:
             shared = x25519_agree(s_sk, s_pk_v)
             key = _derive.pair_mask_key(shared, session, rnd, self.id, v, self._advert.s_pk, s_pk_v)
             (plus if self.id < v else minus).append(key)
-        y = self._input.copy()
+        commitment = proof = b""
+        if cfg.norm_bound is not None:
+            # protocol.md §7: commit, prove, and let the blindings ride through the masking.
+            try:
+                made = prove_contribution(cfg, self.id, self._input, self.rng)
+            except EncodingError as exc:  # set_input checked the bound; be sure anyway
+                raise PolicyViolation(f"cannot prove this input: {exc}") from None
+            commitment, proof = made.commitment, made.proof
+            y = np.concatenate([self._input, made.limbs]).astype(np.uint32)
+        else:
+            y = self._input.copy()
         apply_masks(y, plus, minus)
         np.bitwise_and(y, np.uint32(cfg.encoding.mask), out=y)
         self._input = None  # SA-19: this key set masks exactly one input
-        unsigned = MaskedInput(self.id, y, b"")
+        unsigned = MaskedInput(self.id, y, b"", commitment, proof)
         sig = ed25519_sign(self._identity, LABEL_MASKED, cfg.digest, unsigned.signed_payload())
         self.state = ClientState.MASKED
-        return MaskedInput(self.id, y, sig)
+        return MaskedInput(self.id, y, sig, commitment, proof)
 
     def _on_survivors(self, msg: SurvivorList) -> ConsistencySignature:
         cfg = self.config

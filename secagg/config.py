@@ -15,6 +15,7 @@ from functools import cached_property
 from secagg._crypto import LABEL_CONFIG, sha256
 from secagg._errors import ConfigError, PolicyViolation
 from secagg.encoding import DEFAULT_LEVEL_BITS, RingEncoding
+from secagg.verify_round import MAX_BOUND, extra_elements, limb_bits
 
 __all__ = ["PROTOCOL_VERSION", "ClientPolicy", "RoundConfig", "Stage"]
 
@@ -41,6 +42,11 @@ class RoundConfig:
     chosen from ``n`` and ``level_bits`` so that the sum cannot wrap (protocol.md §5).
     ``session_id`` is 16 fresh random bytes per round; the server (or :func:`secagg.simulate`)
     fills it in with :meth:`with_session`.
+
+    ``norm_bound`` turns on contribution verification (protocol.md §7, SPEC.md D11): every
+    client commits to the centred lift of its encoded vector and proves in zero knowledge that
+    its squared L2 norm is at most ``norm_bound`` (``0 <= norm_bound < 2^64``); the masked
+    upload then carries :attr:`upload_dim` elements. ``None`` (the default) turns it off.
     """
 
     n: int
@@ -55,6 +61,7 @@ class RoundConfig:
     model_digest: bytes = bytes(32)
     dp_digest: bytes = bytes(32)
     version: int = PROTOCOL_VERSION
+    norm_bound: int | None = None
 
     def __post_init__(self) -> None:
         if not 2 <= self.n <= MAX_CLIENTS:
@@ -78,6 +85,12 @@ class RoundConfig:
         if not 2 <= self.level_bits <= 31:
             raise ConfigError("level_bits must be in [2, 31]")
         _ = self.encoding  # validates clip and bits
+        if self.norm_bound is not None:
+            if not isinstance(self.norm_bound, int) or isinstance(self.norm_bound, bool):
+                raise ConfigError("norm_bound must be an integer or None")
+            if not 0 <= self.norm_bound < MAX_BOUND:
+                raise ConfigError("norm_bound must be in [0, 2^64)")
+            limb_bits(self.ring_bits, self.n)  # the blindings must fit the ring
 
     @property
     def degree(self) -> int:
@@ -91,6 +104,16 @@ class RoundConfig:
     @property
     def ring_bits(self) -> int:
         return self.encoding.bits
+
+    @property
+    def verified(self) -> bool:
+        """Whether the round asks for commitments and norm proofs (``norm_bound`` is set)."""
+        return self.norm_bound is not None
+
+    @cached_property
+    def upload_dim(self) -> int:
+        """Length of a masked upload: ``d``, plus the blinding limbs when verified."""
+        return self.d + extra_elements(self)
 
     def with_session(self, session_id: bytes, round_: int | None = None) -> RoundConfig:
         """A copy bound to a session (and optionally a round number)."""
@@ -115,6 +138,8 @@ class RoundConfig:
             "model_digest": self.model_digest.hex(),
             "dp_digest": self.dp_digest.hex(),
         }
+        if self.norm_bound is not None:  # absent when off: unverified digests are unchanged
+            doc["norm_bound"] = self.norm_bound
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
     @cached_property
@@ -135,6 +160,9 @@ class ClientPolicy:
     ``verify_all_keys`` checks the signature of every advertised key, not only the neighbours'
     (O(n) instead of O(k) verifications): without it a malicious server can invent keys for
     non-neighbours to steer whom this client shares with (SPEC.md D6).
+
+    ``require_norm_bound`` refuses rounds without contribution verification (protocol.md §7):
+    a client that wants every other contribution norm-bounded and checked against the sum.
     """
 
     max_corrupt_fraction: float = 1 / 3
@@ -146,6 +174,7 @@ class ClientPolicy:
     expected_dp_digest: bytes | None = None
     allow_deterministic_rng: bool = False
     verify_all_keys: bool = True
+    require_norm_bound: bool = False
 
     def corrupt_bound(self, degree: int) -> int:
         """How many corrupt neighbours (out of ``degree``) the threshold must withstand."""
@@ -182,3 +211,5 @@ class ClientPolicy:
             raise PolicyViolation("the round's model digest is not the one this client expects")
         if self.expected_dp_digest is not None and self.expected_dp_digest != config.dp_digest:
             raise PolicyViolation("the round's DP parameters are not the ones this client expects")
+        if self.require_norm_bound and config.norm_bound is None:
+            raise PolicyViolation("the round does not verify contributions; the policy requires it")

@@ -78,14 +78,26 @@ class ShareKeys:
 
 @dataclass(frozen=True, slots=True)
 class MaskedInput:
-    """§4.3: the masked ring vector ``masked`` (uint32, each < 2^b) before bit-packing."""
+    """§4.3: the masked ring vector ``masked`` (uint32, each < 2^b) before bit-packing.
+
+    In a verified round (``RoundConfig.norm_bound``, protocol.md §7) ``masked`` has
+    ``upload_dim`` elements (the vector, then the masked limbs of the blinding factors) and
+    ``commitment`` / ``proof`` carry the sender's Pedersen commitment and norm proof; both are
+    empty otherwise. The signature covers all of it.
+    """
 
     sender: int
     masked: npt.NDArray[np.uint32] = field(compare=False)
     signature: bytes
+    commitment: bytes = b""
+    proof: bytes = b""
 
     def signed_payload(self) -> bytes:
-        return _U32.pack(self.sender) + np.ascontiguousarray(self.masked, dtype="<u4").tobytes()
+        head = _U32.pack(self.sender)
+        if self.commitment or self.proof:  # length-prefixed; absent in unverified rounds
+            head += _U32.pack(len(self.commitment)) + self.commitment
+            head += _U32.pack(len(self.proof)) + self.proof
+        return head + np.ascontiguousarray(self.masked, dtype="<u4").tobytes()
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,14 @@ typed error, the sender is excluded from the round (treated as a dropout, reason
 the spec says the round cannot complete: too few parties for the threshold, or a secret whose
 reconstruction contradicts its commitment.
 
+Contribution verification (protocol.md §7, SPEC.md D11), when ``config.norm_bound`` is set: each
+masked input's commitment and norm proof are verified on arrival, before anything is unmasked;
+a sender whose proof fails is excluded like any refused sender (a dropout: its masks are
+removed with its neighbours' shares, its input never enters the sum). After unmasking, the sum
+of the survivors' commitments must open to the unmasked sum, or the round aborts with
+:class:`~secagg.AggregateMismatch` and publishes nothing. :meth:`SecAggServer.preverify` lets
+a transport verify proofs outside its lock.
+
 Driving it::
 
     server = SecAggServer(config, registry)
@@ -19,8 +27,11 @@ Driving it::
 from __future__ import annotations
 
 import enum
+import hashlib
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +53,7 @@ from secagg._crypto import (
 from secagg._errors import (
     ConfigError,
     InsufficientSurvivors,
+    InvalidContribution,
     InvalidMessage,
     InvalidShare,
     ProtocolAbort,
@@ -66,6 +78,10 @@ from secagg.messages import (
 )
 from secagg.prg import apply_masks
 from secagg.shamir import SHARE_BYTES, reconstruct_many, secret_to_bytes, share_from_bytes
+from secagg.verify_round import check_aggregate, verify_contribution
+
+if TYPE_CHECKING:
+    from secagg.verify import Commitment
 
 __all__ = ["RoundResult", "SecAggServer", "ServerState"]
 
@@ -81,7 +97,7 @@ class ServerState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class RoundResult:
-    """The unmasked sum ``sum_{u in included} x_u mod 2^b`` and who is in it."""
+    """The unmasked sum ``sum_{u in included} x_u mod 2^b`` (``d`` elements) and who is in it."""
 
     ring_sum: U32 = field(compare=False)
     included: frozenset[int]
@@ -103,7 +119,10 @@ class SecAggServer:
         self._masked: set[int] = set()
         self._consistency: dict[int, bytes] = {}
         self._unmask: dict[int, UnmaskShares] = {}
-        self._acc = np.zeros(config.d, dtype=np.uint32)
+        self._acc = np.zeros(config.upload_dim, dtype=np.uint32)
+        self._commitments: dict[int, Commitment] = {}
+        self._proof_cache: dict[bytes, Commitment | InvalidContribution] = {}
+        self._cache_lock = threading.Lock()
         self._seed = b""
         self.graph: Mapping[int, frozenset[int]] = {}
         self.u1: frozenset[int] = frozenset()
@@ -215,21 +234,55 @@ class SecAggServer:
 
     def _on_masked(self, m: MaskedInput) -> None:
         self._expect(m.sender, self.u2, self._masked)
+        cfg = self.config
         y = m.masked
-        if not isinstance(y, np.ndarray) or y.dtype != np.uint32 or y.shape != (self.config.d,):
-            raise InvalidMessage(f"masked input must be {self.config.d} uint32 ring elements")
-        if y.size and int(y.max()) > self.config.encoding.mask:
+        if not isinstance(y, np.ndarray) or y.dtype != np.uint32 or y.shape != (cfg.upload_dim,):
+            raise InvalidMessage(f"masked input must be {cfg.upload_dim} uint32 ring elements")
+        if y.size and int(y.max()) > cfg.encoding.mask:
             raise InvalidMessage("masked input has elements outside Z_2^b")
+        if cfg.norm_bound is None and (m.commitment or m.proof):
+            raise InvalidMessage("this round carries no commitments or proofs")
         ed25519_verify(
             self._registry[m.sender],
             m.signature,
             LABEL_MASKED,
-            self.config.digest,
+            cfg.digest,
             m.signed_payload(),
             who=m.sender,
         )
+        if cfg.norm_bound is not None:  # protocol.md §7: before anything is unmasked
+            checked = self._check_proof(m)
+            if isinstance(checked, InvalidContribution):
+                raise InvalidContribution(str(checked))
+            self._commitments[m.sender] = checked
         np.add(self._acc, y, out=self._acc)  # streaming sum: no individual vector is kept
         self._masked.add(m.sender)
+
+    def preverify(self, m: ClientMessage) -> None:
+        """Verify a masked input's norm proof now, so that :meth:`receive` finds the answer
+        cached (a proof takes milliseconds to seconds to verify).
+
+        Thread-safe and free of round state apart from the cache: a transport calls it
+        outside its lock. Never raises; a failure is cached and raised by :meth:`receive`.
+        """
+        if self.config.norm_bound is not None and isinstance(m, MaskedInput):
+            self._check_proof(m)
+
+    def _check_proof(self, m: MaskedInput) -> Commitment | InvalidContribution:
+        h = hashlib.sha256(m.sender.to_bytes(4, "big") + len(m.commitment).to_bytes(4, "big"))
+        h.update(m.commitment + m.proof)
+        key = h.digest()
+        with self._cache_lock:
+            got = self._proof_cache.get(key)
+        if got is None:
+            try:
+                got = verify_contribution(self.config, m.sender, m.commitment, m.proof)
+            except InvalidContribution as exc:
+                got = exc
+            with self._cache_lock:
+                if len(self._proof_cache) < 4 * self.config.n:  # bounded: one or two per client
+                    self._proof_cache[key] = got
+        return got
 
     def _on_consistency(self, m: ConsistencySignature) -> None:
         self._expect(m.sender, self.u3, self._consistency)
@@ -329,6 +382,8 @@ class SecAggServer:
 
     def _close_masked(self) -> dict[int, ServerMessage]:
         self.u3 = frozenset(self._masked)
+        with self._cache_lock:
+            self._proof_cache.clear()
         self._need(len(self.u3) - 1, "other clients sent masked input")
         self.stage = Stage.CONSISTENCY
         return {u: SurvivorList(u, self.u3) for u in sorted(self.u3)}
@@ -410,6 +465,10 @@ class SecAggServer:
         acc = self._acc
         apply_masks(acc, plus, minus)
         np.bitwise_and(acc, np.uint32(cfg.encoding.mask), out=acc)
-        self._result = RoundResult(acc, self.u3)
+        if cfg.norm_bound is not None:
+            # protocol.md §7: the survivors' commitments must open to the unmasked sum, or
+            # nothing is published (AggregateMismatch; close_stage drops the sum).
+            check_aggregate(cfg, {u: self._commitments[u] for u in self.u3}, acc)
+        self._result = RoundResult(np.ascontiguousarray(acc[: cfg.d]), self.u3)
         self.state = ServerState.DONE
         return {}

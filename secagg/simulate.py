@@ -18,8 +18,8 @@ import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from secagg._crypto import ed25519_public
-from secagg._errors import ConfigError, EncodingError, ProtocolAbort
+from secagg._crypto import LABEL_MASKED, ed25519_public, ed25519_sign
+from secagg._errors import ConfigError, EncodingError, NormBoundExceeded, ProtocolAbort
 from secagg._rng import DeterministicRandom, RandomSource, SystemRandom
 from secagg.client import SecAggClient
 from secagg.config import ClientPolicy, RoundConfig, Stage
@@ -41,7 +41,8 @@ class SimulationResult:
 
     ``aggregate`` is the decoded float64 sum of the included clients' clipped inputs, exact up
     to ``error_bound`` per coordinate. ``stage_sets`` holds U1..U5 (who completed each stage);
-    ``rejected`` the clients the server excluded and why.
+    ``rejected`` the clients the server excluded and why; ``refused`` the clients that did not
+    take part because their input is above the round's norm bound (protocol.md §7).
     """
 
     aggregate: npt.NDArray[np.float64] = field(compare=False)
@@ -53,6 +54,7 @@ class SimulationResult:
     config: RoundConfig
     stage_sets: Mapping[Stage, frozenset[int]]
     rejected: Mapping[int, str]
+    refused: Mapping[int, str] = field(default_factory=dict)
 
 
 def _identity(rng: RandomSource) -> Ed25519PrivateKey:
@@ -71,6 +73,7 @@ def simulate(
     policy: ClientPolicy | None = None,
     seed: int | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    resign: bool = False,
 ) -> SimulationResult:
     """Run one whole round in memory (see the module docstring).
 
@@ -83,6 +86,13 @@ def simulate(
 
     ``seed`` makes the round reproducible (test only: it switches every party to a
     deterministic RNG and a policy that allows it).
+
+    ``resign``: a ``MaskedInput`` that ``client_tamper`` changed is signed again with its
+    sender's own identity key (a malicious client signs whatever it sends), so that it meets
+    the server's later checks rather than the signature check.
+
+    With ``config.norm_bound`` set, a client whose encoded input is above the bound does not
+    take part (it sends nothing; ``refused``); the others' proofs are verified as in any round.
     """
     n = config.n
     if len(inputs) != n:
@@ -110,15 +120,20 @@ def simulate(
     registry = {u: ed25519_public(k) for u, k in identities.items()}
     clipped: dict[int, npt.NDArray[np.float64]] = {}
     clients: dict[int, SecAggClient] = {}
+    refused: dict[int, str] = {}
     for u in ids:
         x = np.asarray(inputs[u - 1])
         if x.shape != (config.d,):
             raise EncodingError(f"input of client {u} has shape {x.shape}, expected ({config.d},)")
         ring = enc.encode(x, rngs[u])
         clipped[u] = enc.clipped(x)
-        clients[u] = SecAggClient(
-            config, u, identities[u], registry, ring, policy=policy, rng=rngs[u]
-        )
+        try:
+            clients[u] = SecAggClient(
+                config, u, identities[u], registry, ring, policy=policy, rng=rngs[u]
+            )
+        except NormBoundExceeded as exc:  # protocol.md §7: it cannot prove; it stays out
+            refused[u] = str(exc)
+            drop_from[u] = Stage.ADVERTISE_KEYS.value
     server = SecAggServer(config, registry)
     malicious: set[int] = set()
     timings: dict[str, list[float]] = {s.name: [] for s in Stage}
@@ -137,16 +152,22 @@ def simulate(
                 malicious.add(u)
             if changed is None:
                 return
+            if resign and changed is not msg and isinstance(changed, MaskedInput):
+                changed = _resigned(changed, identities[u], config)
             msg = changed
         if isinstance(msg, MaskedInput) and u not in malicious:
-            packed = len(pack_bits(msg.masked, enc.bits)) if not wire_checked else None
-            if packed is not None:
+            if not wire_checked:
                 # Exercise the wire path once: the packed form must round-trip exactly.
                 raw = pack_bits(msg.masked, enc.bits)
-                if not np.array_equal(unpack_bits(raw, enc.bits, config.d), msg.masked):
+                if not np.array_equal(unpack_bits(raw, enc.bits, config.upload_dim), msg.masked):
                     raise AssertionError("bit-packing does not round-trip")
                 wire_checked = True
-            upload_sizes.append(_MASKED_OVERHEAD + (config.d * enc.bits + 7) // 8)
+            upload_sizes.append(
+                _MASKED_OVERHEAD
+                + (config.upload_dim * enc.bits + 7) // 8
+                + len(msg.commitment)
+                + len(msg.proof)
+            )
         # A refusal is recorded in server.rejected; the sender is then a dropout.
         with contextlib.suppress(ProtocolAbort):
             server.receive(msg)
@@ -212,4 +233,11 @@ def simulate(
             Stage.UNMASK: server.u5,
         },
         rejected=dict(server.rejected),
+        refused=refused,
     )
+
+
+def _resigned(msg: MaskedInput, identity: Ed25519PrivateKey, config: RoundConfig) -> MaskedInput:
+    unsigned = MaskedInput(msg.sender, msg.masked, b"", msg.commitment, msg.proof)
+    sig = ed25519_sign(identity, LABEL_MASKED, config.digest, unsigned.signed_payload())
+    return MaskedInput(msg.sender, msg.masked, sig, msg.commitment, msg.proof)

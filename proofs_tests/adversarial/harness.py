@@ -102,10 +102,11 @@ def signed_advert(
 def resign_masked(
     config: RoundConfig, identity: Ed25519PrivateKey, msg: MaskedInput, masked: U32
 ) -> MaskedInput:
-    """A malicious client's own, correctly signed, MaskedInput carrying ``masked``."""
-    unsigned = MaskedInput(msg.sender, masked, b"")
+    """A malicious client's own, correctly signed, MaskedInput carrying ``masked`` (and the
+    commitment and proof of ``msg``, in a verified round)."""
+    unsigned = MaskedInput(msg.sender, masked, b"", msg.commitment, msg.proof)
     sig = ed25519_sign(identity, LABEL_MASKED, config.digest, unsigned.signed_payload())
-    return MaskedInput(msg.sender, masked, sig)
+    return MaskedInput(msg.sender, masked, sig, msg.commitment, msg.proof)
 
 
 def bundle_from(recipient: int, share_keys: Iterable[ShareKeys]) -> ShareBundle:

@@ -1,9 +1,10 @@
 """The main job end to end: ``python -m client.demo --quick`` (issue 9).
 
 Real processes on 127.0.0.1: an aggregator and six DP-LoRA clients with mutual TLS, one client
-killed in round 1. The run must exit 0, lower the held-out loss, keep every client within its
-budget with a ledger that verifies, save an adapter that ``PeftModel.from_pretrained`` loads,
-and never let the aggregator write an individual update to its disk or logs.
+killed in round 1. The run must exit 0, verify every contribution (on by default), lower the
+held-out loss, keep every client within its budget with a ledger that verifies, save an adapter
+that ``PeftModel.from_pretrained`` loads, and never let the aggregator write an individual
+update to its disk or logs.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     assert len(rounds) == 3
     assert 6 not in rounds[1]["included"] and len(rounds[1]["included"]) >= 4
     assert rounds[-1]["loss"] < rep["history"][0]["loss"]
+    # Contribution verification is on by default: every round had a norm bound to prove.
+    assert all(isinstance(r["norm_bound"], int) and r["norm_bound"] > 0 for r in rounds)
 
     # Every client's ledger verifies (secagg-audit exits 0) and it stayed within budget.
     budget = rep["record_budget"]

@@ -71,6 +71,7 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,14 +134,20 @@ class InvalidProof(SecAggError, ValueError):
 # ----------------------------------------------------------------------------- group helpers
 
 _GENS: dict[bytes, list[Any]] = {}
+_GEN_LOCK = threading.Lock()
 
 
 def _gens(tag: bytes, count: int) -> list[Any]:
-    """The first ``count`` generators of family ``tag`` (hash-to-curve, cached, grown lazily)."""
-    lst = _GENS.setdefault(tag, [])
-    for i in range(len(lst), count):
-        lst.append(G1Point.hash_to_curve(tag + b"/" + i.to_bytes(4, "big"), _DST))
-    return lst
+    """Exactly the first ``count`` generators of family ``tag`` (hash-to-curve, cached).
+
+    The cache grows under a lock (threads verifying at once must not interleave appends) and
+    callers get a copy of the prefix, never the growing list itself.
+    """
+    with _GEN_LOCK:
+        lst = _GENS.setdefault(tag, [])
+        for i in range(len(lst), count):
+            lst.append(G1Point.hash_to_curve(tag + b"/" + i.to_bytes(4, "big"), _DST))
+        return lst[:count]
 
 
 def _base(tag: bytes) -> Any:
@@ -171,12 +178,14 @@ def _msm_small(tag: bytes, values: Sequence[int], blind_base: Any, blind: int) -
     gens = _gens(tag, n)
     off = max(0, -min(values)) if n else 0
     key = (tag, n)
-    if key not in _SUMS:
-        _SUMS[key] = G1Point.multiexp_unchecked(gens[:n], [_sc(1)] * n)
+    with _GEN_LOCK:
+        total = _SUMS.get(key)
+    if total is None:
+        total = G1Point.multiexp_unchecked(gens, [_sc(1)] * n)
+        with _GEN_LOCK:
+            _SUMS[key] = total
     scal = [_sc(v + off) for v in values]
-    return G1Point.multiexp_unchecked(
-        [*gens[:n], _SUMS[key], blind_base], [*scal, _sc(-off), _sc(blind)]
-    )
+    return G1Point.multiexp_unchecked([*gens, total, blind_base], [*scal, _sc(-off), _sc(blind)])
 
 
 def _pt_bytes(pt: Any) -> bytes:

@@ -278,3 +278,13 @@ def test_ipa_regimes_give_the_same_proof(monkeypatch: pytest.MonkeyPatch) -> Non
         verify_norm(c, proof, 1 << 40, CTX)
         proofs.add(proof.to_bytes())
     assert len(proofs) == 1
+
+
+def test_row_lengths_mix_in_one_process() -> None:
+    """The generator cache serves a longer row length first and a shorter one after."""
+    for d in (9000, 50, 9000):
+        x = _vec(d, d)
+        rng = DeterministicRandom(d)
+        c, o = commit(x, rng)
+        verify_norm(c, prove_norm(o, _norm2(x), CTX, rng), _norm2(x), CTX)
+        check_opening(c, x, o.blindings)

@@ -23,7 +23,7 @@ CONSISTENCY: Stage
 UNMASK: Stage
 
 class RoundConfig(_message.Message):
-    __slots__ = ("version", "session_id", "round", "n", "t", "k", "d", "bits", "clip", "level_bits", "model_digest", "dp_digest", "config_digest")
+    __slots__ = ("version", "session_id", "round", "n", "t", "k", "d", "bits", "clip", "level_bits", "model_digest", "dp_digest", "config_digest", "norm_bound")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,7 @@ class RoundConfig(_message.Message):
     MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
     DP_DIGEST_FIELD_NUMBER: _ClassVar[int]
     CONFIG_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    NORM_BOUND_FIELD_NUMBER: _ClassVar[int]
     version: int
     session_id: bytes
     round: int
@@ -50,7 +51,8 @@ class RoundConfig(_message.Message):
     model_digest: bytes
     dp_digest: bytes
     config_digest: bytes
-    def __init__(self, version: _Optional[int] = ..., session_id: _Optional[bytes] = ..., round: _Optional[int] = ..., n: _Optional[int] = ..., t: _Optional[int] = ..., k: _Optional[int] = ..., d: _Optional[int] = ..., bits: _Optional[int] = ..., clip: _Optional[float] = ..., level_bits: _Optional[int] = ..., model_digest: _Optional[bytes] = ..., dp_digest: _Optional[bytes] = ..., config_digest: _Optional[bytes] = ...) -> None: ...
+    norm_bound: int
+    def __init__(self, version: _Optional[int] = ..., session_id: _Optional[bytes] = ..., round: _Optional[int] = ..., n: _Optional[int] = ..., t: _Optional[int] = ..., k: _Optional[int] = ..., d: _Optional[int] = ..., bits: _Optional[int] = ..., clip: _Optional[float] = ..., level_bits: _Optional[int] = ..., model_digest: _Optional[bytes] = ..., dp_digest: _Optional[bytes] = ..., config_digest: _Optional[bytes] = ..., norm_bound: _Optional[int] = ...) -> None: ...
 
 class GetRoundRequest(_message.Message):
     __slots__ = ("client_id", "after_round")
@@ -141,12 +143,16 @@ class ShareKeys(_message.Message):
     def __init__(self, b_commitment: _Optional[bytes] = ..., share_digests: _Optional[_Iterable[_Union[ShareDigest, _Mapping]]] = ..., ciphertexts: _Optional[_Iterable[_Union[Ciphertext, _Mapping]]] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class MaskedInput(_message.Message):
-    __slots__ = ("packed", "signature")
+    __slots__ = ("packed", "signature", "commitment", "proof")
     PACKED_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    COMMITMENT_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
     packed: bytes
     signature: bytes
-    def __init__(self, packed: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    commitment: bytes
+    proof: bytes
+    def __init__(self, packed: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., commitment: _Optional[bytes] = ..., proof: _Optional[bytes] = ...) -> None: ...
 
 class ConsistencySignature(_message.Message):
     __slots__ = ("signature",)
