@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
 import sys
-import threading
 from pathlib import Path
 
 __all__ = ["main"]
 
+from aggregator._cli import add_serve_arguments, setup_logging, stop_on_signals
 from secagg import SecAggError
 
 
@@ -20,30 +18,12 @@ def _parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init-consortium", help="create CA, certificates, identities, registry")
     init.add_argument("--members", type=int, required=True)
     init.add_argument("--out", type=Path, required=True)
-    s = sub.add_parser("serve", help="run rounds of secure aggregation")
-    s.add_argument("--listen", default="127.0.0.1:50051")
-    s.add_argument("--consortium", type=Path, required=True)
-    s.add_argument("--state", type=Path, required=True, help="folder for the SQLite state")
-    s.add_argument("--output", type=Path, required=True, help="where round-<r>.npy/.json go")
+    s = sub.add_parser(
+        "serve",
+        parents=[_common_serve(straggler_grace=False)],
+        help="run rounds of secure aggregation",
+    )
     s.add_argument("--dimension", type=int, required=True)
-    s.add_argument(
-        "--threshold",
-        type=int,
-        default=None,
-        help="Shamir threshold t (default: from --expected-dropout and "
-        "--corrupt-fraction, secagg.params.choose_parameters)",
-    )
-    s.add_argument("--neighbors", type=int, default=None, help="SecAgg+ k (default: all)")
-    s.add_argument("--expected-dropout", type=float, default=0.1)
-    s.add_argument("--corrupt-fraction", type=float, default=0.1)
-    s.add_argument("--rounds", type=int, default=1)
-    s.add_argument("--stage-timeout", type=float, default=30.0)
-    s.add_argument(
-        "--first-round-wait",
-        type=float,
-        default=60.0,
-        help="how long the first round waits for members to join",
-    )
     s.add_argument("--clip", type=float, default=1.0)
     s.add_argument("--bits", type=int, default=None)
     s.add_argument(
@@ -53,15 +33,9 @@ def _parser() -> argparse.ArgumentParser:
         help="verify contributions (protocol.md §7): every client proves that the squared L2 "
         "norm of its encoded vector is at most this; off by default",
     )
-    s.add_argument(
-        "--insecure-dev",
-        action="store_true",
-        help="plaintext, no client certificates: local demos only",
-    )
-    s.add_argument("-v", "--verbose", action="store_true")
     f = sub.add_parser(
         "serve-fl",
-        parents=[_common_serve()],
+        parents=[_common_serve(straggler_grace=True)],
         help="run rounds of federated DP-LoRA (secure sum of distributed-DP adapter updates)",
     )
     f.add_argument("--initial-adapter", type=Path, required=True, help="float32 .npy vector")
@@ -84,26 +58,40 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _common_serve() -> argparse.ArgumentParser:
+def _common_serve(*, straggler_grace: bool) -> argparse.ArgumentParser:
+    """What ``serve`` and ``serve-fl`` share; only ``serve-fl`` takes ``--straggler-grace``."""
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--listen", default="127.0.0.1:50051")
-    p.add_argument("--consortium", type=Path, required=True)
-    p.add_argument("--state", type=Path, required=True)
-    p.add_argument("--output", type=Path, required=True)
-    p.add_argument("--threshold", type=int, default=None)
-    p.add_argument("--neighbors", type=int, default=None)
+    add_serve_arguments(p, listen="127.0.0.1:50051")
+    p.add_argument(
+        "--threshold",
+        type=int,
+        default=None,
+        help="Shamir threshold t (default: from --expected-dropout and "
+        "--corrupt-fraction, secagg.params.choose_parameters)",
+    )
+    p.add_argument("--neighbors", type=int, default=None, help="SecAgg+ k (default: all)")
     p.add_argument("--expected-dropout", type=float, default=0.1)
     p.add_argument("--corrupt-fraction", type=float, default=0.1)
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--stage-timeout", type=float, default=30.0)
-    p.add_argument("--first-round-wait", type=float, default=60.0)
     p.add_argument(
-        "--straggler-grace",
+        "--first-round-wait",
         type=float,
-        default=None,
-        help="once t+1 clients answered a stage, wait at most this long for others",
+        default=60.0,
+        help="how long the first round waits for members to join",
     )
-    p.add_argument("--insecure-dev", action="store_true")
+    if straggler_grace:
+        p.add_argument(
+            "--straggler-grace",
+            type=float,
+            default=None,
+            help="once t+1 clients answered a stage, wait at most this long for others",
+        )
+    p.add_argument(
+        "--insecure-dev",
+        action="store_true",
+        help="plaintext, no client certificates: local demos only",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -135,11 +123,7 @@ def _fl_task(args: argparse.Namespace, n: int):  # type: ignore[no-untyped-def]
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
-        format="%(asctime)s %(name)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    setup_logging(getattr(args, "verbose", False))
     try:
         if args.cmd == "init-consortium":
             from aggregator.consortium import init_consortium
@@ -190,9 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             output=args.output,
             norm_bound=norm_bound,
         )
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+        stop = stop_on_signals()
         done = serve(
             options,
             consortium,

@@ -17,28 +17,36 @@ Run it: ``python -m aggregator.he_service serve --consortium C --state S --outpu
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
-import os
-import signal
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from aggregator.consortium import Consortium, load_consortium, member_id_from_cn
+from aggregator._cli import add_serve_arguments, setup_logging, stop_on_signals
+from aggregator.consortium import Consortium, load_consortium
 from aggregator.he_material import KEYHOLDER_CN, verify_context
+from aggregator.rounds import (
+    RoundRecord,
+    RoundRunnerBase,
+    await_round,
+    completed_rounds,
+    drive,
+    long_poll,
+    member_from_certificate,
+    peer_names,
+    round_or_abort,
+    start_server,
+)
 from aggregator.store import AggregatorStore
+from aggregator.tasks import save_npy
 from protos import he_wire
 from protos.secagg.he.v1 import he_pb2 as pb
 from protos.secagg.he.v1 import he_pb2_grpc as pb_grpc
@@ -58,7 +66,6 @@ from secagg.he import (
 __all__ = ["HeAggregatorService", "HeRoundRunner", "HeServeOptions", "main", "serve_he"]
 
 log = logging.getLogger("secagg.aggregator.he")
-_HISTORY = 8
 
 
 @dataclass(frozen=True)
@@ -88,22 +95,15 @@ class HeServeOptions:
 
 
 @dataclass
-class _Round:
-    number: int
-    config: HeRoundConfig
+class _Round(RoundRecord[HeRoundConfig]):
     acc: HeAccumulator | None = None
     info: pb.RoundInfo | None = None
     open_for_uploads: bool = False
-    deadline: float = 0.0
-    ended: bool = False
-    completed: bool = False
-    reason: str = ""
-    included: tuple[int, ...] = ()
     upload_bytes: dict[int, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
 
-class HeRoundRunner:
+class HeRoundRunner(RoundRunnerBase[HeServeOptions, _Round]):
     """Drives rounds; owns the state the RPC handlers read (under ``cond``)."""
 
     def __init__(
@@ -116,20 +116,12 @@ class HeRoundRunner:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self.options = options
+        super().__init__(options, store, clock=clock, wall=wall)
         self.ca = consortium.ca
         self.members = frozenset(consortium.registry)
-        self.store = store
         self.sandbox = sandbox
-        self.clock = clock
-        self.wall = wall
-        self.cond = threading.Condition()
         self.add_lock = threading.Lock()
         self.uploads = threading.BoundedSemaphore(options.max_concurrent_uploads)
-        self.current: _Round | None = None
-        self.history: dict[int, _Round] = {}
-        self.finished = False
-        self._stop = threading.Event()
         self._tasks: deque[pb.KeyHolderTask] = deque()
         self._answers: dict[int, pb.KeyHolderAnswer] = {}
         self._pending: set[int] = set()
@@ -143,13 +135,7 @@ class HeRoundRunner:
             level_bits=options.level_bits,
             flood=options.flood,
         )
-        for r in store.abort_interrupted(wall()):
-            log.warning("round %d was interrupted by a restart: aborted", r)
-
-    def stop(self) -> None:
-        self._stop.set()
-        with self.cond:
-            self.cond.notify_all()
+        self._recover(log, "round %d was interrupted by a restart: aborted")
 
     # -- key holder tasks -----------------------------------------------------------------
 
@@ -162,11 +148,7 @@ class HeRoundRunner:
             self._tasks.append(task)
             self.cond.notify_all()
             end = self.clock() + timeout
-            while task.task_id not in self._answers and not self._stop.is_set():
-                left = end - self.clock()
-                if left <= 0:
-                    break
-                self.cond.wait(min(left, 0.5))
+            self._wait(lambda now: task.task_id in self._answers, lambda: end)
             self._pending.discard(task.task_id)
             return self._answers.pop(task.task_id, None)
 
@@ -183,35 +165,20 @@ class HeRoundRunner:
 
     # -- the round loop -------------------------------------------------------------------
 
-    def run(self) -> None:
-        try:
-            for i in range(self.options.rounds):
-                if self._stop.is_set():
-                    break
-                self._run_round(first=i == 0)
-        finally:
-            with self.cond:
-                self.finished = True
-                self._tasks.append(pb.KeyHolderTask(finished=True))
-                self.cond.notify_all()
+    def _on_finished(self) -> None:
+        self._tasks.append(pb.KeyHolderTask(finished=True))
 
     def _open(self) -> _Round:
-        number = self.store.next_round()
-        used = self.store.session_ids()
-        session = os.urandom(16)
-        while session in used:
-            session = os.urandom(16)
+        number, session = self._new_session()
         cfg = self.template.with_session(session, number)
-        self.store.open_round(number, session, json.loads(cfg.canonical()), self.wall())
+        self._record_open(number, session, cfg)
         return _Round(number, cfg)
 
     def _run_round(self, *, first: bool) -> None:
         rnd = self._open()
         cfg = rnd.config
         t_open = self.clock()
-        wait_keys = self.options.keyholder_timeout
-        if first:
-            wait_keys = max(wait_keys, self.options.first_round_wait)
+        wait_keys = self._timeout(self.options.keyholder_timeout, first=first)
         log.info("round %d: %s; asking the key holder for keys", rnd.number, cfg.describe())
         ans = self._ask(pb.KeyHolderTask(open_round=he_wire.config_to_pb(cfg)), wait_keys)
         try:
@@ -232,9 +199,7 @@ class HeRoundRunner:
             self._end(rnd, completed=False, reason=f"round aborted: {exc}")
             return
         rnd.timings["keys_s"] = self.clock() - t_open
-        timeout = self.options.upload_timeout
-        if first:
-            timeout = max(timeout, self.options.first_round_wait)
+        timeout = self._timeout(self.options.upload_timeout, first=first)
         with self.cond:
             rnd.info = pb.RoundInfo(
                 config=he_wire.config_to_pb(cfg),
@@ -247,13 +212,9 @@ class HeRoundRunner:
             self.current = rnd
             self.cond.notify_all()
             acc = rnd.acc
-            while not self._stop.is_set():
-                if self.members <= acc.included | set(acc.rejected):
-                    break
-                left = rnd.deadline - self.clock()
-                if left <= 0:
-                    break
-                self.cond.wait(min(left, 0.5))
+            self._wait(
+                lambda now: self.members <= acc.included | set(acc.rejected), lambda: rnd.deadline
+            )
             rnd.open_for_uploads = False
         if self._stop.is_set():
             self._forget(cfg)
@@ -305,13 +266,7 @@ class HeRoundRunner:
         out = self.options.output
         out.mkdir(parents=True, exist_ok=True)
         npy = out / f"round-{rnd.number}.npy"
-        tmp = npy.with_suffix(".npy.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, aggregate, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, npy)
-        digest = hashlib.sha256(npy.read_bytes()).hexdigest()
+        digest = save_npy(npy, aggregate)
         included = sorted(rnd.acc.included)
         dropped = sorted(self.members - rnd.acc.included)
         sizes = sorted(rnd.upload_bytes.values())
@@ -338,12 +293,8 @@ class HeRoundRunner:
             "aggregate_sha256": digest,
             "timings": {**rnd.timings, "round_s": self.clock() - t_open},
         }
-        js = out / f"round-{rnd.number}.json"
-        js_tmp = js.with_suffix(".json.tmp")
-        js_tmp.write_text(json.dumps(summary, indent=1))
-        os.replace(js_tmp, js)
-        self.store.complete_round(
-            rnd.number, included, dropped, str(npy), digest, summary, self.wall()
+        self._record_result(
+            rnd, out, summary, included=included, dropped=dropped, npy=str(npy), digest=digest
         )
         log.info(
             "round %d published: %d included, %d dropped", rnd.number, len(included), len(dropped)
@@ -355,26 +306,10 @@ class HeRoundRunner:
     ) -> None:
         if not completed:
             log.warning("round %d: %s", rnd.number, reason)
-            self.store.abort_round(rnd.number, reason, self.wall())
-        with self.cond:
-            rnd.open_for_uploads = False
-            rnd.ended, rnd.completed, rnd.reason, rnd.included = True, completed, reason, included
-            self.current = rnd
-            self.history[rnd.number] = rnd
-            for old in sorted(self.history)[:-_HISTORY]:
-                del self.history[old]
-            self.cond.notify_all()
+        super()._end(rnd, completed=completed, reason=reason, included=included)
 
-    def find(self, number: int) -> _Round | None:
-        if self.current is not None and self.current.number == number:
-            return self.current
-        return self.history.get(number)
-
-
-def _peer_names(context: grpc.ServicerContext) -> list[str]:
-    raw: bytes | list[bytes] = context.auth_context().get("x509_common_name") or []
-    names = [raw] if isinstance(raw, bytes) else list(raw)
-    return [bytes(n).decode(errors="replace") for n in names]
+    def _on_end(self, rnd: _Round) -> None:
+        rnd.open_for_uploads = False
 
 
 class HeAggregatorService(pb_grpc.HeAggregatorServicer):
@@ -384,10 +319,7 @@ class HeAggregatorService(pb_grpc.HeAggregatorServicer):
         self.runner = runner
 
     def _member(self, context: grpc.ServicerContext, claimed: int) -> int:
-        ids = {member_id_from_cn(n) for n in _peer_names(context)} - {None}
-        if len(ids) != 1:
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, "no member certificate")
-        peer = int(next(iter(ids)))  # type: ignore[arg-type]
+        peer = member_from_certificate(context)
         if peer != claimed or peer not in self.runner.members:
             context.abort(
                 grpc.StatusCode.PERMISSION_DENIED, f"member {peer} cannot act as {claimed}"
@@ -395,32 +327,14 @@ class HeAggregatorService(pb_grpc.HeAggregatorServicer):
         return peer
 
     def _keyholder(self, context: grpc.ServicerContext) -> None:
-        if _peer_names(context) != [KEYHOLDER_CN]:
+        if peer_names(context) != [KEYHOLDER_CN]:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, "only the key holder may do this")
-
-    def _wait(self, context: grpc.ServicerContext, pred: Callable[[], bool]) -> bool:
-        r = self.runner
-        while not pred():
-            remaining = context.time_remaining()
-            if (remaining is not None and remaining <= 0.05) or not context.is_active():
-                return False
-            r.cond.wait(0.5 if remaining is None else min(0.5, remaining - 0.05))
-        return True
 
     def GetRound(self, request: pb.GetRoundRequest, context: grpc.ServicerContext) -> pb.RoundInfo:
         self._member(context, request.client_id)
         r = self.runner
-
-        def ready() -> bool:
-            cur = r.current
-            if cur is not None and cur.number > request.after_round and cur.open_for_uploads:
-                return True
-            return r.finished
-
         with r.cond:
-            if not self._wait(context, ready):
-                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no round opened in time")
-            cur = r.current
+            cur = await_round(r, context, request.after_round, lambda rnd: rnd.open_for_uploads)
             if cur is None or not cur.open_for_uploads or cur.info is None:
                 return pb.RoundInfo(finished=True)
             info = pb.RoundInfo()
@@ -498,11 +412,8 @@ class HeAggregatorService(pb_grpc.HeAggregatorServicer):
         me = self._member(context, request.client_id)
         r = self.runner
         with r.cond:
-            rnd = r.find(request.round)
-            if rnd is None or bytes(request.session_id) != rnd.config.session_id:
-                context.abort(grpc.StatusCode.NOT_FOUND, "unknown round or session")
-            assert rnd is not None
-            if not self._wait(context, lambda: rnd.ended):
+            rnd = round_or_abort(r, context, request.round, bytes(request.session_id))
+            if not long_poll(r.cond, context, lambda: rnd.ended):
                 context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the round is still open")
             reason = rnd.reason
             if rnd.completed and me not in rnd.included and rnd.acc is not None:
@@ -517,7 +428,7 @@ class HeAggregatorService(pb_grpc.HeAggregatorServicer):
         self._keyholder(context)
         r = self.runner
         with r.cond:
-            if not self._wait(context, r.has_task):
+            if not long_poll(r.cond, context, r.has_task):
                 context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no task yet")
             task = r.next_task()
             assert task is not None
@@ -548,49 +459,34 @@ def serve_he(
     sandbox.start()
     runner = HeRoundRunner(options, consortium, store, sandbox)
     limit = he_wire.max_message_bytes(runner.template.with_session(bytes(16)))
-    n = len(runner.members)
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=options.max_workers or max(32, 2 * n + 16)),
-        options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
-        ],
-        maximum_concurrent_rpcs=4 * n + 64,
+    server, health_servicer, port = start_server(
+        consortium,
+        listen,
+        lambda server: pb_grpc.add_HeAggregatorServicer_to_server(  # type: ignore[no-untyped-call]
+            HeAggregatorService(runner), server
+        ),
+        service_name="secagg.he.v1.HeAggregator",
+        limit=limit,
+        max_workers=options.max_workers,
     )
-    pb_grpc.add_HeAggregatorServicer_to_server(  # type: ignore[no-untyped-call]
-        HeAggregatorService(runner), server
+    log.info(
+        "HE aggregator listening on port %d (mutual TLS), %d members", port, len(runner.members)
     )
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    key, cert = consortium.aggregator_cert()
-    creds = grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=consortium.ca, require_client_auth=True
-    )
-    port = server.add_secure_port(listen, creds)
-    if port == 0:
-        raise OSError(f"cannot listen on {listen}")
-    server.start()
-    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    health_servicer.set("secagg.he.v1.HeAggregator", health_pb2.HealthCheckResponse.SERVING)
-    log.info("HE aggregator listening on port %d (mutual TLS), %d members", port, n)
     if ready is not None:
         ready(port)
-    completed_before = sum(1 for r in store.rounds() if r["status"] == "completed")
-    worker = threading.Thread(target=runner.run, name="he-round-runner", daemon=True)
-    worker.start()
+    completed_before = completed_rounds(store.rounds())
     try:
-        while worker.is_alive():
-            worker.join(0.2)
-            if stop_event is not None and stop_event.is_set():
-                runner.stop()
-        time.sleep(0.5)  # let the key holder collect its "finished" task
+        drive(
+            runner,
+            server,
+            health_servicer,
+            thread_name="he-round-runner",
+            stop_event=stop_event,
+            linger=0.5,  # let the key holder collect its "finished" task
+        )
     finally:
-        runner.stop()
-        health_servicer.enter_graceful_shutdown()
-        server.stop(grace=2.0).wait()
-        worker.join(5)
         sandbox.close()
-        done = sum(1 for r in store.rounds() if r["status"] == "completed") - completed_before
+        done = completed_rounds(store.rounds()) - completed_before
         store.close()
     return done
 
@@ -599,10 +495,7 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m aggregator.he_service", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="run rounds of HE secure aggregation")
-    s.add_argument("--listen", default="127.0.0.1:50052")
-    s.add_argument("--consortium", type=Path, required=True)
-    s.add_argument("--state", type=Path, required=True, help="folder for the SQLite state")
-    s.add_argument("--output", type=Path, required=True, help="where round-<r>.npy/.json go")
+    add_serve_arguments(s, listen="127.0.0.1:50052")
     s.add_argument("--dimension", type=int, required=True)
     s.add_argument("--params", default=DEFAULT_PARAMS.name, help="allow-listed parameter set")
     s.add_argument("--rounds", type=int, default=1)
@@ -622,11 +515,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    setup_logging(args.verbose)
     try:
         options = HeServeOptions(
             d=args.dimension,
@@ -644,9 +533,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             crash_marker=bytes.fromhex(args.test_crash_marker) if args.test_crash_marker else None,
         )
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+        stop = stop_on_signals()
         done = serve_he(
             options, load_consortium(args.consortium), args.state, args.listen, stop_event=stop
         )

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import grpc
 
+from aggregator._cli import setup_logging, stop_on_signals
 from aggregator.consortium import load_consortium
 from aggregator.he_material import issue_keyholder_cert, keyholder_material, sign_context
 from protos import he_wire
@@ -164,11 +164,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
-        format="%(asctime)s %(name)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    setup_logging(getattr(args, "verbose", False))
     try:
         if args.cmd == "issue-cert":
             _, cert = issue_keyholder_cert(args.consortium, force=args.force)
@@ -177,9 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         agent = KeyHolderAgent(
             args.aggregator, args.consortium, min_cohort=args.min_cohort, workers=args.workers
         )
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+        stop = stop_on_signals()
         try:
             released = agent.run(stop)
         finally:

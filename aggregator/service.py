@@ -21,21 +21,28 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from aggregator.consortium import Consortium, member_id_from_cn
+from aggregator.consortium import Consortium
+from aggregator.rounds import (
+    RoundRecord,
+    RoundRunnerBase,
+    await_round,
+    completed_rounds,
+    drive,
+    long_poll,
+    member_from_certificate,
+    round_or_abort,
+    start_server,
+)
 from aggregator.store import AggregatorStore
 from aggregator.tasks import RoundTask, StatisticsTask, TaskRound
 from protos import wire
@@ -47,7 +54,6 @@ from secagg.messages import KeyList, MaskedInput, ServerMessage, stage_of
 __all__ = ["AggregatorService", "RoundRunner", "ServeOptions", "serve"]
 
 log = logging.getLogger("secagg.aggregator")
-_HISTORY = 8  # finished rounds whose outcomes stay answerable
 
 
 @dataclass(frozen=True)
@@ -71,26 +77,19 @@ class ServeOptions:
     norm_bound: int | None = None
 
 
-@dataclass
-class _Round:
-    number: int
-    config: RoundConfig
+@dataclass(kw_only=True)
+class _Round(RoundRecord[RoundConfig]):
     server: SecAggServer
     stage: Stage = Stage.ADVERTISE_KEYS
     closed: dict[Stage, dict[int, ServerMessage]] = field(default_factory=dict)
     accepted: dict[tuple[Stage, int], bytes] = field(default_factory=dict)
-    ended: bool = False
-    completed: bool = False
-    reason: str = ""
-    included: tuple[int, ...] = ()
-    deadline: float = 0.0
     keylist_pb: pb.KeyList | None = None
     opened_at: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     task: TaskRound = field(default_factory=TaskRound)
 
 
-class RoundRunner:
+class RoundRunner(RoundRunnerBase[ServeOptions, _Round]):
     """Drives rounds and owns the shared state the RPC handlers read."""
 
     def __init__(
@@ -103,17 +102,9 @@ class RoundRunner:
         wall: Callable[[], float] = time.time,
         task: RoundTask | None = None,
     ) -> None:
-        self.options = options
+        super().__init__(options, store, clock=clock, wall=wall)
         self.task: RoundTask = task if task is not None else StatisticsTask()
         self.registry = dict(registry)
-        self.store = store
-        self.clock = clock
-        self.wall = wall
-        self.cond = threading.Condition()
-        self.current: _Round | None = None
-        self.history: dict[int, _Round] = {}
-        self.finished = False
-        self._stop = threading.Event()
         n = len(self.registry)
         # Validate once; a fresh session id per round is added in _open.
         self.template = RoundConfig(
@@ -125,34 +116,12 @@ class RoundRunner:
             bits=options.bits,
             norm_bound=options.norm_bound,
         )
-        interrupted = store.abort_interrupted(wall())
-        for r in interrupted:
-            log.warning("round %d was interrupted by a restart: aborted; it will not resume", r)
-
-    def stop(self) -> None:
-        self._stop.set()
-        with self.cond:
-            self.cond.notify_all()
+        self._recover(log, "round %d was interrupted by a restart: aborted; it will not resume")
 
     # -- the round loop -------------------------------------------------------------------
 
-    def run(self) -> None:
-        try:
-            for i in range(self.options.rounds):
-                if self._stop.is_set():
-                    break
-                self._run_round(first=i == 0)
-        finally:
-            with self.cond:
-                self.finished = True
-                self.cond.notify_all()
-
     def _open(self) -> _Round:
-        number = self.store.next_round()
-        used = self.store.session_ids()
-        session = os.urandom(16)
-        while session in used:  # never reuse a key set's session (SA-19)
-            session = os.urandom(16)
+        number, session = self._new_session()
         task = self.task.begin(number)
         cfg = dataclasses.replace(
             self.template,
@@ -163,8 +132,8 @@ class RoundRunner:
             session_id=session,
             round=number,
         )
-        self.store.open_round(number, session, json.loads(cfg.canonical()), self.wall())
-        return _Round(number, cfg, SecAggServer(cfg, self.registry), task=task)
+        self._record_open(number, session, cfg)
+        return _Round(number=number, config=cfg, server=SecAggServer(cfg, self.registry), task=task)
 
     def _expected(self, rnd: _Round) -> frozenset[int]:
         s = rnd.server
@@ -199,25 +168,13 @@ class RoundRunner:
         )
         for stage in Stage:
             t0 = self.clock()
-            timeout = self.options.stage_timeout
-            if first and stage is Stage.ADVERTISE_KEYS:
-                timeout = max(timeout, self.options.first_round_wait)
+            timeout = self._timeout(
+                self.options.stage_timeout, first=first and stage is Stage.ADVERTISE_KEYS
+            )
             with self.cond:
                 rnd.deadline = t0 + timeout
                 expected = self._expected(rnd)
-                grace = self.options.straggler_grace
-                quorum_at: float | None = None
-                while not self._stop.is_set():
-                    done = {u for (st, u) in rnd.accepted if st is stage}
-                    done |= set(rnd.server.rejected) & expected
-                    now = self.clock()
-                    if grace is not None and quorum_at is None and len(done) > rnd.config.t:
-                        quorum_at = now
-                        rnd.deadline = min(rnd.deadline, now + grace)
-                    left = rnd.deadline - now
-                    if expected <= done or left <= 0:
-                        break
-                    self.cond.wait(min(left, 0.5))
+                self._wait(self._stage_done(rnd, stage, expected), lambda: rnd.deadline)
                 if self._stop.is_set():
                     self._end(rnd, completed=False, reason="the aggregator is shutting down")
                     return
@@ -248,6 +205,25 @@ class RoundRunner:
             log.exception("round %d: publishing the result failed", rnd.number)
             with self.cond:
                 self._end(rnd, completed=False, reason=f"publishing failed: {exc}")
+
+    def _stage_done(
+        self, rnd: _Round, stage: Stage, expected: frozenset[int]
+    ) -> Callable[[float], bool]:
+        """Whether every expected client has answered ``stage`` (accepted or rejected); once a
+        quorum (t + 1) has, the deadline moves to at most ``straggler_grace`` from then."""
+        grace = self.options.straggler_grace
+        quorum_at: float | None = None
+
+        def done(now: float) -> bool:
+            nonlocal quorum_at
+            answered = {u for (st, u) in rnd.accepted if st is stage}
+            answered |= set(rnd.server.rejected) & expected
+            if grace is not None and quorum_at is None and len(answered) > rnd.config.t:
+                quorum_at = now
+                rnd.deadline = min(rnd.deadline, now + grace)
+            return expected <= answered
+
+        return done
 
     def _publish(self, rnd: _Round) -> None:
         res = rnd.server.result
@@ -280,18 +256,14 @@ class RoundRunner:
             },
             **extra,
         }
-        js = out / f"round-{rnd.number}.json"
-        js_tmp = js.with_suffix(".json.tmp")
-        js_tmp.write_text(json.dumps(summary, indent=1))
-        os.replace(js_tmp, js)
-        self.store.complete_round(
-            rnd.number,
-            included,
-            dropped,
-            str(extra.get("npy", "")),
-            str(extra.get("aggregate_sha256", "")),
+        js = self._record_result(
+            rnd,
+            out,
             summary,
-            self.wall(),
+            included=included,
+            dropped=dropped,
+            npy=str(extra.get("npy", "")),
+            digest=str(extra.get("aggregate_sha256", "")),
         )
         log.info(
             "round %d published: %d included, %d dropped -> %s",
@@ -303,35 +275,9 @@ class RoundRunner:
         with self.cond:
             self._end(rnd, completed=True, reason="", included=tuple(included))
 
-    def _end(
-        self, rnd: _Round, *, completed: bool, reason: str, included: tuple[int, ...] = ()
-    ) -> None:
-        if not completed:
-            self.store.abort_round(rnd.number, reason, self.wall())
-        rnd.ended, rnd.completed, rnd.reason, rnd.included = True, completed, reason, included
-        self.history[rnd.number] = rnd
-        for old in sorted(self.history)[:-_HISTORY]:
-            del self.history[old]
-        self.cond.notify_all()
-
-    # -- what the RPC handlers call -------------------------------------------------------
-
-    def find(self, number: int) -> _Round | None:
-        if self.current is not None and self.current.number == number:
-            return self.current
-        return self.history.get(number)
-
 
 def _peer_id(context: grpc.ServicerContext, insecure: bool, claimed: int) -> int:
-    if insecure:
-        return claimed
-    raw: bytes | list[bytes] = context.auth_context().get("x509_common_name") or []
-    names: list[bytes] = [raw] if isinstance(raw, bytes) else list(raw)
-    ids = {member_id_from_cn(bytes(n).decode(errors="replace")) for n in names}
-    ids.discard(None)
-    if len(ids) != 1:
-        context.abort(grpc.StatusCode.PERMISSION_DENIED, "no member certificate")
-    return int(next(iter(ids)))  # type: ignore[arg-type]
+    return claimed if insecure else member_from_certificate(context)
 
 
 class _Undecodable:
@@ -402,36 +348,16 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{claimed} is not a member")
         return claimed
 
-    def _wait(self, context: grpc.ServicerContext, pred: Callable[[], bool]) -> bool:
-        r = self.runner
-        while not pred():
-            remaining = context.time_remaining()
-            if remaining is not None and remaining <= 0.05:
-                return False
-            if not context.is_active():
-                return False
-            r.cond.wait(0.5 if remaining is None else min(0.5, remaining - 0.05))
-        return True
-
     def GetRound(self, request: pb.GetRoundRequest, context: grpc.ServicerContext) -> pb.RoundInfo:
         self._who(context, request.client_id)
         r = self.runner
-
-        def ready() -> bool:
-            cur = r.current
-            if (
-                cur is not None
-                and cur.number > request.after_round
-                and not cur.ended
-                and cur.stage is Stage.ADVERTISE_KEYS
-            ):
-                return True
-            return r.finished
-
         with r.cond:
-            if not self._wait(context, ready):
-                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no round opened in time")
-            cur = r.current
+            cur = await_round(
+                r,
+                context,
+                request.after_round,
+                lambda rnd: not rnd.ended and rnd.stage is Stage.ADVERTISE_KEYS,
+            )
             if cur is None or cur.ended or cur.number <= request.after_round:
                 return pb.RoundInfo(finished=True)
             return pb.RoundInfo(
@@ -444,10 +370,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         self._who(context, request.client_id)
         r = self.runner
         with r.cond:
-            rnd = r.find(request.round)
-            if rnd is None or bytes(request.session_id) != rnd.config.session_id:
-                context.abort(grpc.StatusCode.NOT_FOUND, "unknown round or session")
-            assert rnd is not None
+            rnd = round_or_abort(r, context, request.round, bytes(request.session_id))
             return pb.ModelBlob(data=rnd.task.model)
 
     def Submit(self, request: pb.ClientEnvelope, context: grpc.ServicerContext) -> pb.SubmitAck:
@@ -507,16 +430,12 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         assert stage is not None
         r = self.runner
         with r.cond:
-            rnd = r.find(request.round)
-            if rnd is None or bytes(request.session_id) != rnd.config.session_id:
-                context.abort(grpc.StatusCode.NOT_FOUND, "unknown round or session")
-            assert rnd is not None
+            rnd = round_or_abort(r, context, request.round, bytes(request.session_id))
 
             def closed() -> bool:
-                assert rnd is not None
                 return rnd.ended or (stage is not Stage.UNMASK and stage in rnd.closed)
 
-            if not self._wait(context, closed):
+            if not long_poll(r.cond, context, closed):
                 context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the stage is still open")
             cfg = rnd.config
             base = pb.ServerEnvelope(round=cfg.round, session_id=cfg.session_id, recipient=me)
@@ -568,32 +487,16 @@ def serve(
         runner.task.max_message_bytes(),
     )
     n = len(consortium.registry)
-    workers = options.max_workers or max(32, 2 * n + 16)
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers),
-        options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
-            ("grpc.max_concurrent_streams", 4 * n + 64),
-        ],
-        maximum_concurrent_rpcs=4 * n + 64,
+    server, health_servicer, port = start_server(
+        consortium,
+        listen,
+        lambda server: _add_service(AggregatorService(runner, insecure=insecure), server),
+        service_name="secagg.v1.Aggregator",
+        limit=limit,
+        max_workers=options.max_workers,
+        options=[("grpc.max_concurrent_streams", 4 * n + 64)],
+        insecure=insecure,
     )
-    _add_service(AggregatorService(runner, insecure=insecure), server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if insecure:
-        port = server.add_insecure_port(listen)
-    else:
-        key, cert = consortium.aggregator_cert()
-        creds = grpc.ssl_server_credentials(
-            [(key, cert)], root_certificates=consortium.ca, require_client_auth=True
-        )
-        port = server.add_secure_port(listen, creds)
-    if port == 0:
-        raise OSError(f"cannot listen on {listen}")
-    server.start()
-    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    health_servicer.set("secagg.v1.Aggregator", health_pb2.HealthCheckResponse.SERVING)
     log.info(
         "aggregator listening on port %d (%s), %d members",
         port,
@@ -602,20 +505,11 @@ def serve(
     )
     if ready is not None:
         ready(port)
-    worker = threading.Thread(target=runner.run, name="round-runner", daemon=True)
-    worker.start()
     try:
-        while worker.is_alive():
-            worker.join(0.2)
-            if stop_event is not None and stop_event.is_set():
-                runner.stop()
+        drive(runner, server, health_servicer, thread_name="round-runner", stop_event=stop_event)
     finally:
-        runner.stop()
-        health_servicer.enter_graceful_shutdown()
-        server.stop(grace=2.0).wait()
-        worker.join(5)
         store.close()
-    return sum(1 for r in store_rounds(state_dir) if r["status"] == "completed")
+    return completed_rounds(store_rounds(state_dir))
 
 
 def store_rounds(state_dir: Path) -> list[dict[str, Any]]:
