@@ -45,5 +45,10 @@ soak: venv
 bench: venv
 	$(BIN)/python bench/bench_secagg.py
 
+# Issue 4: federated DP-LoRA utility, SmolLM2-135M, FFA-LoRA / LoRA at eps inf, 8, 2 (~40 min).
+.PHONY: bench-utility
+bench-utility: venv
+	$(BIN)/python bench/bench_utility.py --model smollm2 --out bench/out/utility.json
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aggregator.tasks import TaskRound, save_npy
 from dp._bounds import log_tail_skellam
+from dp._errors import WrapAroundRisk
 from dp.accounting import distributed_event
 from dp.distributed import DistributedDPConfig, decode, round_privacy
 from dp.ledger import Budget, PrivacyLedger
@@ -83,7 +84,7 @@ def choose_dp_config(dim: int, n: int, t: int, params: FlParams) -> DistributedD
                 mechanism=params.mechanism,  # type: ignore[arg-type]
                 bits=bits,
             )
-        except ValueError:
+        except (ValueError, WrapAroundRisk):  # this ring is too small: try a wider one
             continue
         last = cfg
         if cfg.granularity <= want:

@@ -96,3 +96,11 @@ def test_verified_round_of_dp_encodings_decodes_like_an_unverified_one() -> None
     assert np.array_equal(sums[1], want)
     dec = decode(sums[1], dp_cfg, bytes(16), 4)
     assert dec.values.shape == (100,)
+
+
+def test_choose_dp_config_widens_the_ring_instead_of_refusing_small_noise() -> None:
+    """A ring too small for the noise (WrapAroundRisk) must make the search try wider rings."""
+    from aggregator.fl import FlParams, choose_dp_config
+
+    cfg = choose_dp_config(184_320, 8, 5, FlParams(l2_clip=5.0, noise_multiplier=0.005))
+    assert cfg.bits > 12
