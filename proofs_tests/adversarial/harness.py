@@ -37,7 +37,6 @@ from secagg import (
 )
 from secagg._crypto import (
     LABEL_ADVERTISE,
-    LABEL_MASKED,
     ed25519_public,
     ed25519_sign,
     x25519_keypair,
@@ -54,6 +53,7 @@ from secagg.messages import (
     SignatureBundle,
     stage_of,
 )
+from secagg.simulate import _resigned
 
 __all__ = [
     "TEST_POLICY",
@@ -104,9 +104,9 @@ def resign_masked(
 ) -> MaskedInput:
     """A malicious client's own, correctly signed, MaskedInput carrying ``masked`` (and the
     commitment and proof of ``msg``, in a verified round)."""
-    unsigned = MaskedInput(msg.sender, masked, b"", msg.commitment, msg.proof)
-    sig = ed25519_sign(identity, LABEL_MASKED, config.digest, unsigned.signed_payload())
-    return MaskedInput(msg.sender, masked, sig, msg.commitment, msg.proof)
+    return _resigned(
+        MaskedInput(msg.sender, masked, b"", msg.commitment, msg.proof), identity, config
+    )
 
 
 def bundle_from(recipient: int, share_keys: Iterable[ShareKeys]) -> ShareBundle:

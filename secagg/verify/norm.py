@@ -30,7 +30,8 @@ Construction (one Bulletproofs-style argument over row-folded vectors):
    ``|v_i| > 2(S-U)`` (centred mod p) and any fixed shift ``y_j``,
    ``P_R[|<R_j, v> + y_j| <= S - U] <= 1/2``; the rows are independent, so a prover with such
    a ``v`` passes with probability ``<= 2^-128`` per attempt. Hence ``|v_i| < 2^57`` for all
-   ``i``, ``sum v_i^2 < 2^24 * 2^114 < p / 2``, and the field equality
+   ``i`` (every position of the ``a`` rows and the whole slack row: at most ``2^25``),
+   ``sum v_i^2 < 2^25 * 2^114 < p / 2``, and the field equality
    ``|x|^2 + |s|^2 = bound`` (both sides in ``[0, p/2)``) holds over the integers, so
    ``|x|^2 <= bound``.
 3. *One inner product.* With challenges ``zeta`` (128-bit, ``m``), ``theta`` (128-bit, ``b``),
@@ -658,9 +659,8 @@ def commit(
     v = _as_vector(x)
     a, b = layout(v.shape[0])
     rows = _rows(v, a, b)
-    g, h0 = _gens(b"G", b), _base(b"H0")
+    h0 = _base(b"H0")
     blind = tuple(_rand(rng) for _ in range(a))
-    del g
     pts = tuple(_msm_small(b"G", rows[k].tolist(), h0, blind[k]) for k in range(a))
     c = Commitment(pts, v.shape[0])
     return c, Opening(v, blind, c)
