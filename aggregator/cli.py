@@ -33,6 +33,14 @@ def _parser() -> argparse.ArgumentParser:
         help="verify contributions (protocol.md §7): every client proves that the squared L2 "
         "norm of its encoded vector is at most this; off by default",
     )
+    for name, what in (
+        ("cheaters", "list the members suspended for a false contribution"),
+        ("clear-cheater", "lift a member's suspension (an operator's decision)"),
+    ):
+        c = sub.add_parser(name, help=what, description=what)
+        c.add_argument("--state", type=Path, required=True, help="the aggregator's state folder")
+        if name == "clear-cheater":
+            c.add_argument("--id", type=int, required=True, help="the member id to clear")
     f = sub.add_parser(
         "serve-fl",
         parents=[_common_serve(straggler_grace=True)],
@@ -121,6 +129,30 @@ def _fl_task(args: argparse.Namespace, n: int):  # type: ignore[no-untyped-def]
     )
 
 
+def _suspensions(args: argparse.Namespace) -> int:
+    from aggregator.store import AggregatorStore
+
+    db = args.state / "aggregator.db"
+    if not db.exists():
+        raise ValueError(f"no aggregator state in {args.state}")
+    store = AggregatorStore(db)
+    try:
+        if args.cmd == "clear-cheater":
+            if not store.clear(args.id):
+                print(f"member {args.id} was not suspended")
+                return 1
+            print(f"member {args.id} cleared: it may take part from the next round")
+            return 0
+        rows = store.suspended()
+        for u, rnd, why in rows:
+            print(f"{u}\tround {rnd}\t{why}")
+        if not rows:
+            print("no member is suspended")
+        return 0
+    finally:
+        store.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging(getattr(args, "verbose", False))
@@ -131,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             out = init_consortium(args.members, args.out)
             print(f"consortium of {args.members} members written to {out}")
             return 0
+        if args.cmd in ("cheaters", "clear-cheater"):
+            return _suspensions(args)
         from aggregator.consortium import load_consortium
         from aggregator.service import ServeOptions, serve
 

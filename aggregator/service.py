@@ -11,10 +11,11 @@ and its sender excluded from the round; the service keeps serving. A retried sub
 byte-identical to one already accepted is acknowledged again (idempotent), anything else from
 the same sender in the same stage is a replay and is refused.
 
-With ``ServeOptions.norm_bound`` (protocol.md §7) every masked input carries a commitment and a
-norm proof; the proof is verified when it arrives, outside the lock (``SecAggServer.preverify``),
-a sender whose proof fails is excluded, and a round whose unmasked sum does not match the sum of
-the commitments aborts (``AggregateMismatch``) and publishes nothing.
+With ``ServeOptions.norm_bound`` (protocol.md §7, secagg/SPEC.md D12) every masked input carries
+a commitment, and the CHECK stage collects each client's claims and proof; a proof is verified
+when it arrives, outside the lock (``SecAggServer.preverify``). A client excluded or named for a
+provably false contribution is recorded in the state folder and refused in every later round
+until an operator clears it (``secagg-aggregator clear-cheater``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from protos import wire
 from protos.secagg.v1 import secagg_pb2 as pb
 from protos.secagg.v1 import secagg_pb2_grpc as pb_grpc
 from secagg import ProtocolAbort, RoundConfig, SecAggServer, Stage, UnexpectedMessage
-from secagg.messages import KeyList, MaskedInput, ServerMessage, stage_of
+from secagg.messages import CheckResponse, KeyList, ServerMessage, stage_of
 
 __all__ = ["AggregatorService", "RoundRunner", "ServeOptions", "serve"]
 
@@ -117,6 +118,7 @@ class RoundRunner(RoundRunnerBase[ServeOptions, _Round]):
             norm_bound=options.norm_bound,
         )
         self._recover(log, "round %d was interrupted by a restart: aborted; it will not resume")
+        self.suspended: dict[int, str] = {u: f"round {r}: {why}" for u, r, why in store.suspended()}
 
     # -- the round loop -------------------------------------------------------------------
 
@@ -141,9 +143,10 @@ class RoundRunner(RoundRunnerBase[ServeOptions, _Round]):
             Stage.ADVERTISE_KEYS: frozenset(self.registry),
             Stage.SHARE_KEYS: s.u1,
             Stage.MASKED_INPUT: s.u2,
+            Stage.CHECK: s.uploaded,
             Stage.CONSISTENCY: s.u3,
             Stage.UNMASK: s.u4,
-        }[rnd.stage]
+        }[rnd.stage] - self.suspended.keys()
 
     def _answered(self, rnd: _Round) -> int:
         return sum(1 for (st, _) in rnd.accepted if st is rnd.stage)
@@ -166,7 +169,7 @@ class RoundRunner(RoundRunnerBase[ServeOptions, _Round]):
             if rnd.config.norm_bound is None
             else f"norm proofs (squared L2 <= {rnd.config.norm_bound})",
         )
-        for stage in Stage:
+        for stage in rnd.config.stages:
             t0 = self.clock()
             timeout = self._timeout(
                 self.options.stage_timeout, first=first and stage is Stage.ADVERTISE_KEYS
@@ -182,13 +185,15 @@ class RoundRunner(RoundRunnerBase[ServeOptions, _Round]):
                     out = rnd.server.close_stage()
                 except ProtocolAbort as exc:
                     log.warning("round %d aborted in %s: %s", rnd.number, stage.name, exc)
+                    self._suspend(rnd)
                     self._end(rnd, completed=False, reason=f"round aborted: {exc}")
                     return
                 rnd.closed[stage] = out
                 rnd.stage_seconds[stage.name] = self.clock() - t0
                 answered = self._answered(rnd)
-                if stage is not Stage.UNMASK:
-                    rnd.stage = Stage(stage.value + 1)
+                nxt = rnd.config.next_stage(stage)
+                if nxt is not None:
+                    rnd.stage = nxt
                 self.cond.notify_all()
             log.info(
                 "round %d %-14s closed: %d/%d answered, %d rejected (%.2f s)",
@@ -199,12 +204,23 @@ class RoundRunner(RoundRunnerBase[ServeOptions, _Round]):
                 len([u for u in rnd.server.rejected if u in expected]),
                 self.clock() - t0,
             )
+        with self.cond:
+            self._suspend(rnd)
         try:
             self._publish(rnd)
         except Exception as exc:  # the service must outlive a failing task
             log.exception("round %d: publishing the result failed", rnd.number)
             with self.cond:
                 self._end(rnd, completed=False, reason=f"publishing failed: {exc}")
+
+    def _suspend(self, rnd: _Round) -> None:
+        """Record every client the round excluded or named for a false contribution: refused
+        from now on, until an operator clears it (SPEC.md D12)."""
+        for u, why in sorted(rnd.server.cheaters.items()):
+            if u not in self.suspended:
+                self.store.suspend(u, rnd.number, why, self.wall())
+                self.suspended[u] = f"round {rnd.number}: {why}"
+                log.warning("round %d: member %d suspended: %s", rnd.number, u, why)
 
     def _stage_done(
         self, rnd: _Round, stage: Stage, expected: frozenset[int]
@@ -239,9 +255,11 @@ class RoundRunner(RoundRunnerBase[ServeOptions, _Round]):
             "included": included,
             "dropped": dropped,
             "rejected": {str(u): why for u, why in rnd.server.rejected.items()},
+            "cheaters": {str(u): why for u, why in rnd.server.cheaters.items()},
             "stage_sets": {
                 "U1": sorted(rnd.server.u1),
                 "U2": sorted(rnd.server.u2),
+                "uploaded": sorted(rnd.server.uploaded),
                 "U3": sorted(rnd.server.u3),
                 "U4": sorted(rnd.server.u4),
                 "U5": sorted(rnd.server.u5),
@@ -346,6 +364,13 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             )
         if claimed not in self.runner.registry:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{claimed} is not a member")
+        why = self.runner.suspended.get(claimed)
+        if why is not None:
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"member {claimed} is suspended ({why}); an operator must clear it with "
+                "'secagg-aggregator clear-cheater'",
+            )
         return claimed
 
     def GetRound(self, request: pb.GetRoundRequest, context: grpc.ServicerContext) -> pb.RoundInfo:
@@ -392,11 +417,11 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         stage = stage_of(msg)
         if (
-            isinstance(msg, MaskedInput)
+            isinstance(msg, CheckResponse)
             and (stage, sender) not in rnd.accepted
             and sender not in rnd.server.rejected
         ):
-            rnd.server.preverify(msg)  # protocol.md §7: seconds of work, outside the lock
+            rnd.server.preverify(msg)  # SPEC.md D12: up to a second of work, outside the lock
         with r.cond:
             if rnd.ended:
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the round has ended")

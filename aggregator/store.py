@@ -47,6 +47,16 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE aggregates ADD COLUMN summary_json TEXT NOT NULL DEFAULT '{}';
     """,
+    # v3: members named for a provably false contribution (secagg/SPEC.md D12), refused until
+    # an operator clears them.
+    """
+    CREATE TABLE suspended (
+        client_id INTEGER PRIMARY KEY,
+        round INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -178,3 +188,20 @@ class AggregatorStore:
 
     def session_ids(self) -> set[bytes]:
         return {bytes(r[0]) for r in self._db.execute("SELECT session_id FROM rounds")}
+
+    def suspend(self, client_id: int, rnd: int, reason: str, now: float) -> None:
+        """Record a member named for a false contribution (kept until :meth:`clear`)."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO suspended (client_id, round, reason, at) VALUES (?, ?, ?, ?)",
+            (client_id, rnd, reason, now),
+        )
+
+    def suspended(self) -> list[tuple[int, int, str]]:
+        """``(client id, round, reason)`` of every suspended member."""
+        cur = self._db.execute("SELECT client_id, round, reason FROM suspended ORDER BY client_id")
+        return [(int(u), int(r), str(why)) for u, r, why in cur]
+
+    def clear(self, client_id: int) -> bool:
+        """Lift a suspension (an operator's decision); whether there was one."""
+        cur = self._db.execute("DELETE FROM suspended WHERE client_id=?", (client_id,))
+        return cur.rowcount > 0

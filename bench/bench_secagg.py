@@ -142,7 +142,7 @@ def drive_round(
         t0 = time.process_time()
         server.receive(clients[u].advertise())
         stage_client[Stage.ADVERTISE_KEYS].append(time.process_time() - t0)
-    for stage in Stage:
+    for stage in cfg.stages:
         t0 = now()
         out = server.close_stage()
         stage_server[stage] = now() - t0
@@ -150,9 +150,9 @@ def drive_round(
             order = ring_order(server.u1, server.graph_seed)
             nd = round(drop_fraction * n)
             dropped = {order[(i * n) // nd] for i in range(nd)} if nd else set()
-        if stage is Stage.UNMASK:
+        nxt = cfg.next_stage(stage)
+        if nxt is None:
             break
-        nxt = Stage(stage.value + 1)
         for u, msg in out.items():
             if u in dropped and nxt.value >= drop_stage.value:
                 continue

@@ -5,9 +5,10 @@ Transient transport errors (UNAVAILABLE, a lost reply) are retried with exponent
 retried submission is byte-identical, which the aggregator acknowledges idempotently. Anything
 else ends the round for this client with one clear sentence.
 
-In a round with a norm bound (protocol.md §7) the state machine commits to the vector and
-proves the bound at the MaskedInput stage; a vector above the bound cannot be proven, so this
-client sits the round out (one sentence in its report) and takes part in the next.
+In a round with a norm bound (protocol.md §7, secagg/SPEC.md D12) the state machine commits to
+the vector at the MaskedInput stage and proves the bound and the upload's consistency at the
+CHECK stage; a vector above the bound cannot be proven, so this client sits the round out (one
+sentence in its report) and takes part in the next.
 """
 
 from __future__ import annotations
@@ -144,9 +145,12 @@ class ClientAgent:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         before_stage: Callable[[int, Stage], None] | None = None,
+        client_factory: Callable[..., SecAggClient] | None = None,
     ) -> None:
         self.options = options
         self.before_stage = before_stage  # fault injection for tests: (round, stage)
+        # Adversarial tests: build a deviating state machine instead of SecAggClient.
+        self.client_factory = client_factory if client_factory is not None else SecAggClient
         self._sent = self._received = 0  # protobuf bytes of the current round
         self.contributor: Contributor = (
             provider if hasattr(provider, "contribute") else StatisticsContributor(provider)
@@ -262,7 +266,7 @@ class ClientAgent:
             return RoundReport(cfg.round, False, (), f"aborted: {exc}", self.clock() - t0)
         ring = self.contributor.contribute(cfg, task, model)
         try:
-            client = SecAggClient(
+            client = self.client_factory(
                 cfg, me, self.identity, self.registry, ring, policy=self.options.policy
             )
         except NormBoundExceeded as exc:  # no proof exists: sit this round out
@@ -279,7 +283,7 @@ class ClientAgent:
         )
         try:
             msg: Any = client.advertise()
-            for stage in Stage:
+            for stage in cfg.stages:
                 if self.before_stage is not None:
                     self.before_stage(cfg.round, stage)
                 self._submit(stage, wire.client_to_pb(msg, cfg))

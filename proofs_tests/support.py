@@ -81,13 +81,14 @@ def run_honest(rnd: Round, drops: dict[Stage, Sequence[int]] | None = None) -> S
             m = c.advertise()
             rnd.sent[u].append(m)
             server.receive(m)
-    for stage in Stage:
+    for stage in rnd.config.stages:
         out = server.close_stage()
-        if stage is Stage.UNMASK:
+        nxt = rnd.config.next_stage(stage)
+        if nxt is None:
             break
         for u, msg in out.items():
             rnd.transcript[u].append(msg)
-            if drop_from.get(u, 9) > stage.value + 1:
+            if drop_from.get(u, 9) > nxt.value:
                 reply = clients[u].receive(msg)
                 rnd.sent[u].append(reply)
                 server.receive(reply)

@@ -2,9 +2,10 @@
 
 Decoding never trusts a length: keys are 32 bytes, signatures 64, digests 32, share values
 66, ciphertexts exactly the AEAD size, id lists bounded by ``n``, packed vectors exactly
-``ceil(upload_dim * b / 8)`` bytes, commitments and norm proofs (only in a round with a
-norm bound, protocol.md §7) below their fixed maxima. A violation raises :class:`WireError`
-(a ``secagg.InvalidMessage``), which the service maps to ``INVALID_ARGUMENT``.
+``ceil(d * b / 8)`` bytes, commitments, claims (48 bytes) and proofs (only in a round with a
+norm bound, protocol.md §7, SPEC.md D12) below their fixed maxima. A violation raises
+:class:`WireError` (a ``secagg.InvalidMessage``), which the service maps to
+``INVALID_ARGUMENT``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from protos.secagg.v1 import secagg_pb2 as pb
 from secagg import InvalidMessage, RoundConfig, Stage, pack_bits, unpack_bits
 from secagg.messages import (
     AdvertiseKeys,
+    CheckRequest,
+    CheckResponse,
     ClientMessage,
     ConsistencySignature,
     ForwardedShare,
@@ -28,7 +31,12 @@ from secagg.messages import (
     SurvivorList,
     UnmaskShares,
 )
-from secagg.verify_round import MAX_PROOF_BYTES, max_commitment_bytes
+from secagg.verify_round import (
+    CHECK_SEED_BYTES,
+    MAX_PROOF_BYTES,
+    POINT_BYTES,
+    max_commitment_bytes,
+)
 
 __all__ = [
     "STAGE_FROM_PB",
@@ -47,6 +55,7 @@ STAGE_TO_PB = {
     Stage.ADVERTISE_KEYS: pb.ADVERTISE_KEYS,
     Stage.SHARE_KEYS: pb.SHARE_KEYS,
     Stage.MASKED_INPUT: pb.MASKED_INPUT,
+    Stage.CHECK: pb.CHECK,
     Stage.CONSISTENCY: pb.CONSISTENCY,
     Stage.UNMASK: pb.UNMASK,
 }
@@ -63,7 +72,8 @@ def max_message_bytes(cfg: RoundConfig) -> int:
     """The largest legitimate message of a round (a packed vector or a share bundle) + slack."""
     packed = math.ceil(cfg.upload_dim * cfg.ring_bits / 8)
     if cfg.norm_bound is not None:
-        packed += max_commitment_bytes(cfg.d) + MAX_PROOF_BYTES
+        packed += max_commitment_bytes(cfg.d)
+        packed = max(packed, MAX_PROOF_BYTES + (cfg.degree + 1) * (POINT_BYTES + 8))
     k = cfg.degree
     bundle = k * (_CT_BYTES + 32 + 64 + k * 80 + 32)
     keys = cfg.n * 150
@@ -158,7 +168,15 @@ def client_to_pb(msg: ClientMessage, cfg: RoundConfig) -> pb.ClientEnvelope:
                 packed=pack_bits(msg.masked, cfg.ring_bits),
                 signature=msg.signature,
                 commitment=msg.commitment,
+            )
+        )
+    elif isinstance(msg, CheckResponse):
+        env.check.CopyFrom(
+            pb.CheckResponse(
+                self_claim=msg.self_claim,
+                pair_claims=[pb.Claim(neighbour=v, point=c) for v, c in msg.pair_claims],
                 proof=msg.proof,
+                signature=msg.signature,
             )
         )
     elif isinstance(msg, ConsistencySignature):
@@ -214,18 +232,31 @@ def client_from_pb(env: pb.ClientEnvelope, cfg: RoundConfig) -> ClientMessage:
     if kind == "masked_input":
         m = env.masked_input
         if cfg.norm_bound is None:
-            if m.commitment or m.proof:
-                raise WireError("this round carries no commitments or proofs")
+            if m.commitment:
+                raise WireError("this round carries no commitments")
         elif not 0 < len(m.commitment) <= max_commitment_bytes(cfg.d):
             raise WireError(f"commitment of {len(m.commitment)} bytes")
-        elif not 0 < len(m.proof) <= MAX_PROOF_BYTES:
-            raise WireError(f"norm proof of {len(m.proof)} bytes")
         try:
             vec = unpack_bits(bytes(m.packed), cfg.ring_bits, cfg.upload_dim)
         except ValueError as exc:
             raise WireError(f"masked input: {exc}") from exc
-        return MaskedInput(
-            sender, vec, _b(m.signature, 64, "signature"), bytes(m.commitment), bytes(m.proof)
+        return MaskedInput(sender, vec, _b(m.signature, 64, "signature"), bytes(m.commitment))
+    if kind == "check":
+        c = env.check
+        if cfg.norm_bound is None:
+            raise WireError("this round has no contribution check")
+        _bounded(c.pair_claims, k, "claims")
+        if not 0 < len(c.proof) <= MAX_PROOF_BYTES:
+            raise WireError(f"proof of {len(c.proof)} bytes")
+        return CheckResponse(
+            sender,
+            _b(c.self_claim, POINT_BYTES, "claim"),
+            tuple(
+                (_id(p.neighbour, cfg, "neighbour"), _b(p.point, POINT_BYTES, "claim"))
+                for p in c.pair_claims
+            ),
+            bytes(c.proof),
+            _b(c.signature, 64, "signature"),
         )
     if kind == "consistency":
         return ConsistencySignature(sender, _b(env.consistency.signature, 64, "signature"))
@@ -275,6 +306,8 @@ def server_to_pb(msg: ServerMessage, cfg: RoundConfig) -> pb.ServerEnvelope:
         )
     elif isinstance(msg, SurvivorList):
         env.survivor_list.CopyFrom(pb.SurvivorList(survivors=sorted(msg.survivors)))
+    elif isinstance(msg, CheckRequest):
+        env.check_request.CopyFrom(pb.CheckRequest(seed=msg.seed))
     else:
         env.signature_bundle.CopyFrom(
             pb.SignatureBundle(
@@ -320,6 +353,10 @@ def server_from_pb(env: pb.ServerEnvelope, cfg: RoundConfig) -> ServerMessage | 
                 )
             )
         return ShareBundle(me, tuple(out))
+    if kind == "check_request":
+        if cfg.norm_bound is None:
+            raise WireError("this round has no contribution check")
+        return CheckRequest(me, _b(env.check_request.seed, CHECK_SEED_BYTES, "check seed"))
     if kind == "survivor_list":
         _bounded(env.survivor_list.survivors, n, "survivors")
         return SurvivorList(

@@ -25,6 +25,7 @@ from secagg._rng import RandomSource
 __all__ = [
     "LABEL_ADVERTISE",
     "LABEL_B_COMMIT",
+    "LABEL_CHECK",
     "LABEL_CONFIG",
     "LABEL_CONSISTENCY",
     "LABEL_GRAPH",
@@ -54,6 +55,7 @@ __all__ = [
 LABEL_CONFIG = b"secagg/v1/config"
 LABEL_GRAPH = b"secagg/v1/graph"
 LABEL_ADVERTISE = b"secagg/v1/advertise"
+LABEL_CHECK = b"secagg/v1/check"
 LABEL_SHARE_KEYS = b"secagg/v1/share-keys"
 LABEL_SHARE_KEY = b"secagg/v1/share-key"
 LABEL_SHARE_AD = b"secagg/v1/share-ad"

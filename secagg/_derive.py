@@ -21,6 +21,11 @@ _U32 = struct.Struct(">I")
 PLAINTEXT_BYTES = 8 + 2 * SHARE_BYTES
 
 
+def u32(value: int) -> bytes:
+    """A big-endian 4-byte id, as every signed payload encodes ids."""
+    return _U32.pack(value)
+
+
 def pair_mask_key(
     shared: bytes, session_id: bytes, round_: int, u: int, v: int, s_pk_u: bytes, s_pk_v: bytes
 ) -> bytes:

@@ -11,9 +11,12 @@ terminal ``aborted`` state, after which it answers nothing):
 * §4.2: shares go only to neighbours, encrypted and authenticated with ``config_digest``.
 * §4.3: each owner's ciphertext must decrypt, name the right parties, and match the digests the
   owner signed. A key set masks exactly one input (threats.md SA-19): the stage cannot be
-  replayed. In a verified round (``config.norm_bound``, protocol.md §7) the client commits to
-  its vector, proves the norm bound, and masks the blinding factors with the vector; an input
-  above the bound is refused when it is set (:class:`~secagg.NormBoundExceeded`).
+  replayed. In a verified round (``config.norm_bound``, protocol.md §7) the client also sends
+  row commitments to its vector; an input above the bound is refused when it is set
+  (:class:`~secagg.NormBoundExceeded`).
+* CHECK (verified rounds only, SPEC.md D12): once every upload is in, the server reveals a
+  seed; the client answers once with commitments to the projections of its own masks and a
+  zero-knowledge proof that its upload is its committed, norm-bounded vector, masked.
 * §4.4: the survivor set U3 must contain this client, only neighbours it holds shares from,
   and at least ``t`` of them; at least ``t`` neighbours must sign the same set.
 * §4.5: for each neighbour, the share of ``b`` if it survived, of ``s_sk`` if it dropped after
@@ -26,7 +29,9 @@ The transition table::
     INIT       | advertise()      | AdvertiseKeys         | ADVERTISED
     ADVERTISED | KeyList          | ShareKeys             | SHARED
     SHARED     | ShareBundle      | MaskedInput           | MASKED
-    MASKED     | SurvivorList     | ConsistencySignature  | SIGNED
+    MASKED     | CheckRequest     | CheckResponse         | CHECKED  (verified rounds)
+    MASKED     | SurvivorList     | ConsistencySignature  | SIGNED   (unverified rounds)
+    CHECKED    | SurvivorList     | ConsistencySignature  | SIGNED
     SIGNED     | SignatureBundle  | UnmaskShares          | DONE
     any        | anything else    | raises                | ABORTED
 """
@@ -35,7 +40,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
-from typing import NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +50,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from secagg import _derive
 from secagg._crypto import (
     LABEL_ADVERTISE,
+    LABEL_CHECK,
     LABEL_CONSISTENCY,
     LABEL_MASKED,
     LABEL_SHARE_KEYS,
@@ -74,6 +80,8 @@ from secagg.config import ClientPolicy, RoundConfig
 from secagg.graph import graph_seed, neighbours_of
 from secagg.messages import (
     AdvertiseKeys,
+    CheckRequest,
+    CheckResponse,
     ConsistencySignature,
     ForwardedShare,
     KeyList,
@@ -88,7 +96,10 @@ from secagg.messages import (
 )
 from secagg.prg import apply_masks
 from secagg.shamir import bytes_to_secret, share_from_bytes, share_to_bytes, split
-from secagg.verify_round import check_norm, prove_contribution
+from secagg.verify_round import answer_check, check_digest, check_norm, commit_input
+
+if TYPE_CHECKING:
+    from secagg.verify import Opening
 
 __all__ = ["ClientState", "SecAggClient"]
 
@@ -101,6 +112,7 @@ class ClientState(enum.Enum):
     ADVERTISED = "advertised"
     SHARED = "shared"
     MASKED = "masked"
+    CHECKED = "checked"
     SIGNED = "signed"
     DONE = "done"
     ABORTED = "aborted"
@@ -149,6 +161,10 @@ class SecAggClient:
         self.neighbours: frozenset[int] = frozenset()
         self._held: dict[int, tuple[int, int]] = {}  # owner -> (y_s, y_b) this client holds
         self._survivors: frozenset[int] = frozenset()
+        # Verified rounds only, from MaskedInput to CHECK: what the proof needs.
+        self._opening: Opening | None = None
+        self._upload: U32 | None = None
+        self._mask_keys: tuple[bytes, tuple[tuple[int, bytes, int], ...]] | None = None
         self.abort_reason: ProtocolAbort | None = None
 
     # -- public surface -------------------------------------------------------------------
@@ -171,7 +187,7 @@ class SecAggClient:
 
     def receive(
         self, message: ServerMessage
-    ) -> ShareKeys | MaskedInput | ConsistencySignature | UnmaskShares:
+    ) -> ShareKeys | MaskedInput | CheckResponse | ConsistencySignature | UnmaskShares:
         """Process one server message and return the reply (the h11-style whole I/O surface)."""
         if getattr(message, "recipient", None) != self.id:
             self._fail(UnexpectedMessage("message addressed to another client"))
@@ -179,8 +195,13 @@ class SecAggClient:
             return self._guard(ClientState.ADVERTISED, lambda: self._on_key_list(message))
         if isinstance(message, ShareBundle):
             return self._guard(ClientState.SHARED, lambda: self._on_share_bundle(message))
+        if isinstance(message, CheckRequest):
+            if not self.config.verified:
+                self._fail(UnexpectedMessage("a check request in a round without verification"))
+            return self._guard(ClientState.MASKED, lambda: self._on_check(message))
         if isinstance(message, SurvivorList):
-            return self._guard(ClientState.MASKED, lambda: self._on_survivors(message))
+            before = ClientState.CHECKED if self.config.verified else ClientState.MASKED
+            return self._guard(before, lambda: self._on_survivors(message))
         if isinstance(message, SignatureBundle):
             return self._guard(ClientState.SIGNED, lambda: self._on_signatures(message))
         self._fail(UnexpectedMessage(f"unknown message {type(message).__name__}"))
@@ -214,6 +235,9 @@ class SecAggClient:
         self._c_sk = self._s_sk = self._b = b""
         self._held = {}
         self._input = None
+        self._opening = None
+        self._upload = None
+        self._mask_keys = None
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -369,32 +393,55 @@ class SecAggClient:
         # §4.3: y = x + PRG(b_u) + sum_v sign(u, v) PRG(s_uv)  (mod 2^b)
         session, rnd = cfg.session_id, cfg.round
         assert session is not None and self._advert is not None
-        plus = [_derive.self_mask_key(self._b, session, rnd, self.id)]
+        self_key = _derive.self_mask_key(self._b, session, rnd, self.id)
+        plus = [self_key]
         minus: list[bytes] = []
+        pairs: list[tuple[int, bytes, int]] = []
         s_sk = X25519PrivateKey.from_private_bytes(self._s_sk)
         for v in sorted(held):
             s_pk_v = self._keys[v].s_pk
             shared = x25519_agree(s_sk, s_pk_v)
             key = _derive.pair_mask_key(shared, session, rnd, self.id, v, self._advert.s_pk, s_pk_v)
             (plus if self.id < v else minus).append(key)
-        commitment = proof = b""
-        if cfg.norm_bound is not None:
-            # protocol.md §7: commit, prove, and let the blindings ride through the masking.
+            pairs.append((v, key, 1 if self.id < v else -1))
+        commitment = b""
+        if cfg.verified:
+            # protocol.md §7: commit now; the proof waits for the CHECK stage's seed (D12).
             try:
-                made = prove_contribution(cfg, self.id, self._input, self.rng)
+                commitment, self._opening = commit_input(cfg, self._input, self.rng)
             except EncodingError as exc:  # set_input checked the bound; be sure anyway
-                raise PolicyViolation(f"cannot prove this input: {exc}") from None
-            commitment, proof = made.commitment, made.proof
-            y = np.concatenate([self._input, made.limbs]).astype(np.uint32)
-        else:
-            y = self._input.copy()
+                raise PolicyViolation(f"cannot commit to this input: {exc}") from None
+            self._mask_keys = (self_key, tuple(pairs))
+        y = self._input.copy()
         apply_masks(y, plus, minus)
         np.bitwise_and(y, np.uint32(cfg.encoding.mask), out=y)
         self._input = None  # SA-19: this key set masks exactly one input
-        unsigned = MaskedInput(self.id, y, b"", commitment, proof)
+        if cfg.verified:
+            self._upload = y.copy()
+        unsigned = MaskedInput(self.id, y, b"", commitment)
         sig = ed25519_sign(self._identity, LABEL_MASKED, cfg.digest, unsigned.signed_payload())
         self.state = ClientState.MASKED
-        return MaskedInput(self.id, y, sig, commitment, proof)
+        return MaskedInput(self.id, y, sig, commitment)
+
+    def _on_check(self, msg: CheckRequest) -> CheckResponse:
+        """SPEC.md D12: claims and the norm + consistency proof, once (seconds at large d)."""
+        cfg = self.config
+        assert (
+            self._opening is not None and self._upload is not None and self._mask_keys is not None
+        )
+        self_key, pairs = self._mask_keys
+        try:
+            ans = answer_check(
+                cfg, self.id, self._opening, self._upload, msg.seed, self_key, pairs, self.rng
+            )
+        except EncodingError as exc:
+            raise PolicyViolation(str(exc)) from None
+        # The secrets the proof needed are not needed again.
+        self._opening, self._upload, self._mask_keys = None, None, None
+        payload = check_digest(msg.seed, ans.self_claim, ans.pair_claims, ans.proof)
+        sig = ed25519_sign(self._identity, LABEL_CHECK, cfg.digest, _derive.u32(self.id) + payload)
+        self.state = ClientState.CHECKED
+        return CheckResponse(self.id, ans.self_claim, ans.pair_claims, ans.proof, sig)
 
     def _on_survivors(self, msg: SurvivorList) -> ConsistencySignature:
         cfg = self.config

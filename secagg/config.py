@@ -15,7 +15,7 @@ from functools import cached_property
 from secagg._crypto import LABEL_CONFIG, sha256
 from secagg._errors import ConfigError, PolicyViolation
 from secagg.encoding import DEFAULT_LEVEL_BITS, RingEncoding
-from secagg.verify_round import MAX_BOUND, extra_elements, limb_bits
+from secagg.verify_round import MAX_BOUND
 
 __all__ = ["PROTOCOL_VERSION", "ClientPolicy", "RoundConfig", "Stage"]
 
@@ -24,13 +24,15 @@ MAX_CLIENTS = 2**32 - 1
 
 
 class Stage(enum.Enum):
-    """The five stages of protocol.md §4, in order."""
+    """The stages of protocol.md §4, in order. ``CHECK`` (SPEC.md D12) only runs in a round
+    with contribution verification (``RoundConfig.norm_bound``); others skip it."""
 
     ADVERTISE_KEYS = 0
     SHARE_KEYS = 1
     MASKED_INPUT = 2
-    CONSISTENCY = 3
-    UNMASK = 4
+    CHECK = 3
+    CONSISTENCY = 4
+    UNMASK = 5
 
 
 @dataclass(frozen=True)
@@ -43,10 +45,11 @@ class RoundConfig:
     ``session_id`` is 16 fresh random bytes per round; the server (or :func:`secagg.simulate`)
     fills it in with :meth:`with_session`.
 
-    ``norm_bound`` turns on contribution verification (protocol.md §7, SPEC.md D11): every
-    client commits to the centred lift of its encoded vector and proves in zero knowledge that
-    its squared L2 norm is at most ``norm_bound`` (``0 <= norm_bound < 2^64``); the masked
-    upload then carries :attr:`upload_dim` elements. ``None`` (the default) turns it off.
+    ``norm_bound`` turns on contribution verification (protocol.md §7, SPEC.md D11, D12):
+    every client commits to the centred lift of its encoded vector and proves in zero knowledge
+    that its squared L2 norm is at most ``norm_bound`` (``0 <= norm_bound < 2^64``) and that
+    its masked upload is that vector, masked (the CHECK stage). ``None`` (the default) turns it
+    off.
     """
 
     n: int
@@ -90,7 +93,6 @@ class RoundConfig:
                 raise ConfigError("norm_bound must be an integer or None")
             if not 0 <= self.norm_bound < MAX_BOUND:
                 raise ConfigError("norm_bound must be in [0, 2^64)")
-            limb_bits(self.ring_bits, self.n)  # the blindings must fit the ring
 
     @property
     def degree(self) -> int:
@@ -110,10 +112,21 @@ class RoundConfig:
         """Whether the round asks for commitments and norm proofs (``norm_bound`` is set)."""
         return self.norm_bound is not None
 
-    @cached_property
+    @property
     def upload_dim(self) -> int:
-        """Length of a masked upload: ``d``, plus the blinding limbs when verified."""
-        return self.d + extra_elements(self)
+        """Length of a masked upload: ``d`` ring elements."""
+        return self.d
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        """The stages this round runs, in order (``CHECK`` only when verified)."""
+        return tuple(s for s in Stage if s is not Stage.CHECK or self.verified)
+
+    def next_stage(self, stage: Stage) -> Stage | None:
+        """The stage after ``stage`` in this round, or ``None`` after the last."""
+        order = self.stages
+        i = order.index(stage)
+        return order[i + 1] if i + 1 < len(order) else None
 
     def with_session(self, session_id: bytes, round_: int | None = None) -> RoundConfig:
         """A copy bound to a session (and optionally a round number)."""

@@ -1,9 +1,10 @@
 """Protocol messages (protocol.md §4): frozen, slotted dataclasses, one per stage and direction.
 
 Client -> server: :class:`AdvertiseKeys`, :class:`ShareKeys`, :class:`MaskedInput`,
-:class:`ConsistencySignature`, :class:`UnmaskShares`. Server -> client: :class:`KeyList`,
-:class:`ShareBundle`, :class:`SurvivorList`, :class:`SignatureBundle`. Transport code converts
-these to and from protobuf in one place; nothing here is ever pickled.
+:class:`CheckResponse` (verified rounds, SPEC.md D12), :class:`ConsistencySignature`,
+:class:`UnmaskShares`. Server -> client: :class:`KeyList`, :class:`ShareBundle`,
+:class:`CheckRequest` (verified rounds), :class:`SurvivorList`, :class:`SignatureBundle`.
+Transport code converts these to and from protobuf in one place; nothing here is ever pickled.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from secagg.config import Stage
 
 __all__ = [
     "AdvertiseKeys",
+    "CheckRequest",
+    "CheckResponse",
     "ClientMessage",
     "ConsistencySignature",
     "ForwardedShare",
@@ -80,24 +83,33 @@ class ShareKeys:
 class MaskedInput:
     """§4.3: the masked ring vector ``masked`` (uint32, each < 2^b) before bit-packing.
 
-    In a verified round (``RoundConfig.norm_bound``, protocol.md §7) ``masked`` has
-    ``upload_dim`` elements (the vector, then the masked limbs of the blinding factors) and
-    ``commitment`` / ``proof`` carry the sender's Pedersen commitment and norm proof; both are
-    empty otherwise. The signature covers all of it.
+    In a verified round (``RoundConfig.norm_bound``, protocol.md §7, SPEC.md D12)
+    ``commitment`` carries the sender's row commitments to its (unmasked) vector; it is empty
+    otherwise. The signature covers both.
     """
 
     sender: int
     masked: npt.NDArray[np.uint32] = field(compare=False)
     signature: bytes
     commitment: bytes = b""
-    proof: bytes = b""
 
     def signed_payload(self) -> bytes:
         head = _U32.pack(self.sender)
-        if self.commitment or self.proof:  # length-prefixed; absent in unverified rounds
+        if self.commitment:  # length-prefixed; absent in unverified rounds
             head += _U32.pack(len(self.commitment)) + self.commitment
-            head += _U32.pack(len(self.proof)) + self.proof
         return head + np.ascontiguousarray(self.masked, dtype="<u4").tobytes()
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResponse:
+    """SPEC.md D12: the sender's claims (commitments to the projections of its self mask and
+    of each pairwise mask it added, 48 bytes each) and its norm + consistency proof."""
+
+    sender: int
+    self_claim: bytes
+    pair_claims: tuple[tuple[int, bytes], ...]
+    proof: bytes
+    signature: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +157,18 @@ class ShareBundle:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckRequest:
+    """Server -> client after §4.3 in a verified round: the seed of the public projection,
+    revealed only once every masked input is in (SPEC.md D12)."""
+
+    recipient: int
+    seed: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class SurvivorList:
-    """Server -> client after §4.3: ``survivors`` is U3, the clients whose masked input arrived."""
+    """Server -> client after §4.3 (after the CHECK stage when verified): ``survivors`` is U3,
+    the clients whose masked input arrived (and passed the check)."""
 
     recipient: int
     survivors: frozenset[int]
@@ -160,22 +182,21 @@ class SignatureBundle:
     signatures: tuple[tuple[int, bytes], ...]
 
 
-ClientMessage = AdvertiseKeys | ShareKeys | MaskedInput | ConsistencySignature | UnmaskShares
-ServerMessage = KeyList | ShareBundle | SurvivorList | SignatureBundle
+ClientMessage = (
+    AdvertiseKeys | ShareKeys | MaskedInput | CheckResponse | ConsistencySignature | UnmaskShares
+)
+ServerMessage = KeyList | ShareBundle | CheckRequest | SurvivorList | SignatureBundle
 
 _STAGE_OF: dict[type, Stage] = {
     AdvertiseKeys: Stage.ADVERTISE_KEYS,
     ShareKeys: Stage.SHARE_KEYS,
     MaskedInput: Stage.MASKED_INPUT,
+    CheckResponse: Stage.CHECK,
     ConsistencySignature: Stage.CONSISTENCY,
     UnmaskShares: Stage.UNMASK,
-    KeyList: Stage.ADVERTISE_KEYS,
-    ShareBundle: Stage.SHARE_KEYS,
-    SurvivorList: Stage.MASKED_INPUT,
-    SignatureBundle: Stage.CONSISTENCY,
 }
 
 
-def stage_of(message: ClientMessage | ServerMessage) -> Stage:
-    """The stage a message belongs to (a server message closes that stage)."""
+def stage_of(message: ClientMessage) -> Stage:
+    """The stage a client message belongs to."""
     return _STAGE_OF[type(message)]

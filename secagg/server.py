@@ -7,13 +7,18 @@ typed error, the sender is excluded from the round (treated as a dropout, reason
 the spec says the round cannot complete: too few parties for the threshold, or a secret whose
 reconstruction contradicts its commitment.
 
-Contribution verification (protocol.md §7, SPEC.md D11), when ``config.norm_bound`` is set: each
-masked input's commitment and norm proof are verified on arrival, before anything is unmasked;
-a sender whose proof fails is excluded like any refused sender (a dropout: its masks are
-removed with its neighbours' shares, its input never enters the sum). After unmasking, the sum
-of the survivors' commitments must open to the unmasked sum, or the round aborts with
-:class:`~secagg.AggregateMismatch` and publishes nothing. :meth:`SecAggServer.preverify` lets
-a transport verify proofs outside its lock.
+Contribution verification (protocol.md §7, SPEC.md D11, D12), when ``config.norm_bound`` is
+set: every masked input carries row commitments to its vector. Once the MaskedInput stage
+closes the server reveals a seed it drew at the start (the CHECK stage): each client answers
+with commitments to the projections of its masks and a proof that its upload is its committed,
+norm-bounded vector, masked. A failing proof, or two neighbours whose claims about their shared
+mask disagree, excludes the sender(s) before anything is unmasked: their uploads leave the sum
+(a dropout, whose masks are removed with its neighbours' shares). After unmasking every claim
+the reconstructed secrets allow is recomputed; a false one names its author in ``cheaters``
+and the round aborts with :class:`~secagg.AggregateMismatch`, publishing nothing. Until the
+CHECK stage closes the server keeps each upload (``d`` words per client) so that an excluded
+one can be taken out again. :meth:`SecAggServer.preverify` lets a transport verify proofs
+outside its lock.
 
 Driving it::
 
@@ -31,7 +36,7 @@ import hashlib
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from secagg import _derive
 from secagg._crypto import (
     LABEL_ADVERTISE,
+    LABEL_CHECK,
     LABEL_CONSISTENCY,
     LABEL_MASKED,
     LABEL_SHARE_KEYS,
@@ -51,6 +57,7 @@ from secagg._crypto import (
     x25519_public_from_private,
 )
 from secagg._errors import (
+    AggregateMismatch,
     ConfigError,
     InsufficientSurvivors,
     InvalidContribution,
@@ -59,10 +66,13 @@ from secagg._errors import (
     ProtocolAbort,
     UnexpectedMessage,
 )
+from secagg._rng import RandomSource, SystemRandom
 from secagg.config import RoundConfig, Stage
 from secagg.graph import graph_seed, neighbour_graph
 from secagg.messages import (
     AdvertiseKeys,
+    CheckRequest,
+    CheckResponse,
     ClientMessage,
     ConsistencySignature,
     ForwardedShare,
@@ -78,10 +88,20 @@ from secagg.messages import (
 )
 from secagg.prg import apply_masks
 from secagg.shamir import SHARE_BYTES, reconstruct_many, secret_to_bytes, share_from_bytes
-from secagg.verify_round import check_aggregate, verify_contribution
+from secagg.verify_round import (
+    POINT_BYTES,
+    check_digest,
+    claim_bytes,
+    mask_projection,
+    parse_commitment,
+    parse_point,
+    projected_sum_matches,
+    projection,
+    verify_check,
+)
 
 if TYPE_CHECKING:
-    from secagg.verify import Commitment
+    from secagg.verify import Commitment, Projection
 
 __all__ = ["RoundResult", "SecAggServer", "ServerState"]
 
@@ -106,7 +126,13 @@ class RoundResult:
 class SecAggServer:
     """One round's aggregator state. ``registry`` maps ids to raw Ed25519 public keys."""
 
-    def __init__(self, config: RoundConfig, registry: Mapping[int, bytes]) -> None:
+    def __init__(
+        self,
+        config: RoundConfig,
+        registry: Mapping[int, bytes],
+        *,
+        rng: RandomSource | None = None,
+    ) -> None:
         if config.session_id is None:
             raise ConfigError("the server needs a config bound to a session")
         self.config = config
@@ -114,19 +140,33 @@ class SecAggServer:
         self.stage = Stage.ADVERTISE_KEYS
         self.state = ServerState.COLLECTING
         self.rejected: dict[int, str] = {}
+        #: Clients excluded or named for a provably false contribution (not for dropping out).
+        self.cheaters: dict[int, str] = {}
         self._adverts: dict[int, AdvertiseKeys] = {}
         self._shares: dict[int, ShareKeys] = {}
         self._masked: set[int] = set()
         self._consistency: dict[int, bytes] = {}
         self._unmask: dict[int, UnmaskShares] = {}
         self._acc = np.zeros(config.upload_dim, dtype=np.uint32)
+        # Verified rounds (SPEC.md D12): the check seed is drawn now and kept secret until
+        # every upload is in; uploads are kept until the CHECK stage closes.
+        self._check_seed = b""
+        self._proj: Projection | None = None
+        if config.verified:
+            self._check_seed = (rng if rng is not None else SystemRandom()).bytes(32)
+            self._proj = projection(config, self._check_seed)
         self._commitments: dict[int, Commitment] = {}
-        self._proof_cache: dict[bytes, Commitment | InvalidContribution] = {}
+        self._uploads: dict[int, U32] = {}
+        self._y_proj: dict[int, list[int]] = {}
+        self._claims: dict[int, CheckResponse] = {}
+        self._disputes: list[tuple[int, int]] = []
+        self._proof_cache: dict[bytes, InvalidContribution | None] = {}
         self._cache_lock = threading.Lock()
         self._seed = b""
         self.graph: Mapping[int, frozenset[int]] = {}
         self.u1: frozenset[int] = frozenset()
         self.u2: frozenset[int] = frozenset()
+        self.uploaded: frozenset[int] = frozenset()
         self.u3: frozenset[int] = frozenset()
         self.u4: frozenset[int] = frozenset()
         self.u5: frozenset[int] = frozenset()
@@ -167,6 +207,7 @@ class SecAggServer:
                 AdvertiseKeys: self._on_advertise,
                 ShareKeys: self._on_share_keys,
                 MaskedInput: self._on_masked,
+                CheckResponse: self._on_check,
                 ConsistencySignature: self._on_consistency,
                 UnmaskShares: self._on_unmask,
             }[type(message)]
@@ -179,6 +220,8 @@ class SecAggServer:
     def _reject(self, sender: int, exc: ProtocolAbort) -> ProtocolAbort:
         exc.party, exc.culprit = 0, sender
         self.rejected[sender] = f"{self.stage.name}: {type(exc).__name__}: {exc}"
+        if isinstance(exc, InvalidContribution):
+            self.cheaters[sender] = self.rejected[sender]
         return exc
 
     def _expect(self, sender: int, allowed: frozenset[int], seen: Mapping[int, object] | set[int]):  # type: ignore[no-untyped-def]
@@ -240,8 +283,8 @@ class SecAggServer:
             raise InvalidMessage(f"masked input must be {cfg.upload_dim} uint32 ring elements")
         if y.size and int(y.max()) > cfg.encoding.mask:
             raise InvalidMessage("masked input has elements outside Z_2^b")
-        if cfg.norm_bound is None and (m.commitment or m.proof):
-            raise InvalidMessage("this round carries no commitments or proofs")
+        if not cfg.verified and m.commitment:
+            raise InvalidMessage("this round carries no commitments")
         ed25519_verify(
             self._registry[m.sender],
             m.signature,
@@ -250,39 +293,89 @@ class SecAggServer:
             m.signed_payload(),
             who=m.sender,
         )
-        if cfg.norm_bound is not None:  # protocol.md §7: before anything is unmasked
-            checked = self._check_proof(m)
-            if isinstance(checked, InvalidContribution):
-                raise InvalidContribution(str(checked))
-            self._commitments[m.sender] = checked
-        np.add(self._acc, y, out=self._acc)  # streaming sum: no individual vector is kept
+        if cfg.verified:  # protocol.md §7, SPEC.md D12: the commitment, and R y for the check
+            assert self._proj is not None
+            self._commitments[m.sender] = parse_commitment(cfg, m.commitment)
+            self._y_proj[m.sender] = self._proj.apply(y)[0]
+            self._uploads[m.sender] = np.array(y, dtype=np.uint32, copy=True)
+        np.add(self._acc, y, out=self._acc)  # streaming sum
         self._masked.add(m.sender)
 
+    def _held(self, u: int) -> list[int]:
+        """The neighbours whose pairwise mask ``u`` added: those that shared keys (U2)."""
+        return sorted(self.graph[u] & self.u2)
+
+    def _check_claims(self, m: CheckResponse) -> tuple[Any, list[tuple[Any, int]]]:
+        """Shape and parse a CheckResponse's claims (cheap checks, no proof)."""
+        held = self._held(m.sender)
+        got = [v for v, _ in m.pair_claims]
+        if got != held:
+            raise InvalidContribution(
+                "the claims must cover exactly the neighbours this client masked with"
+            )
+        if len(m.self_claim) != POINT_BYTES or any(len(c) != POINT_BYTES for _, c in m.pair_claims):
+            raise InvalidContribution(f"a claim is {POINT_BYTES} bytes")
+        pts = [(parse_point(c), 1 if m.sender < v else -1) for v, c in m.pair_claims]
+        return parse_point(m.self_claim), pts
+
     def preverify(self, m: ClientMessage) -> None:
-        """Verify a masked input's norm proof now, so that :meth:`receive` finds the answer
-        cached (a proof takes milliseconds to seconds to verify).
+        """Verify a CheckResponse's proof now, so that :meth:`receive` finds the answer cached
+        (a proof takes milliseconds to a second to verify).
 
         Thread-safe and free of round state apart from the cache: a transport calls it
-        outside its lock. Never raises; a failure is cached and raised by :meth:`receive`.
+        outside its lock once the MaskedInput stage has closed. Never raises; a failure is
+        cached and raised by :meth:`receive`.
         """
-        if self.config.norm_bound is not None and isinstance(m, MaskedInput):
+        if (
+            self.config.verified
+            and isinstance(m, CheckResponse)
+            and self.stage is Stage.CHECK
+            and m.sender in self._commitments
+        ):
             self._check_proof(m)
 
-    def _check_proof(self, m: MaskedInput) -> Commitment | InvalidContribution:
-        h = hashlib.sha256(m.sender.to_bytes(4, "big") + len(m.commitment).to_bytes(4, "big"))
-        h.update(m.commitment + m.proof)
+    def _check_proof(self, m: CheckResponse) -> InvalidContribution | None:
+        h = hashlib.sha256(m.sender.to_bytes(4, "big"))
+        h.update(check_digest(self._check_seed, m.self_claim, m.pair_claims, m.proof))
         key = h.digest()
         with self._cache_lock:
-            got = self._proof_cache.get(key)
-        if got is None:
-            try:
-                got = verify_contribution(self.config, m.sender, m.commitment, m.proof)
-            except InvalidContribution as exc:
-                got = exc
-            with self._cache_lock:
-                if len(self._proof_cache) < 4 * self.config.n:  # bounded: one or two per client
-                    self._proof_cache[key] = got
+            if key in self._proof_cache:
+                return self._proof_cache[key]
+        got: InvalidContribution | None = None
+        try:
+            self_pt, pairs = self._check_claims(m)
+            verify_check(
+                self.config,
+                m.sender,
+                self._commitments[m.sender],
+                self._check_seed,
+                self._y_proj[m.sender],
+                self_pt,
+                pairs,
+                m.proof,
+            )
+        except InvalidContribution as exc:
+            got = exc
+        with self._cache_lock:
+            if len(self._proof_cache) < 4 * self.config.n:  # bounded: one or two per client
+                self._proof_cache[key] = got
         return got
+
+    def _on_check(self, m: CheckResponse) -> None:
+        self._expect(m.sender, self.uploaded, self._claims)
+        ed25519_verify(
+            self._registry[m.sender],
+            m.signature,
+            LABEL_CHECK,
+            self.config.digest,
+            _derive.u32(m.sender)
+            + check_digest(self._check_seed, m.self_claim, m.pair_claims, m.proof),
+            who=m.sender,
+        )
+        failed = self._check_proof(m)
+        if failed is not None:
+            raise InvalidContribution(str(failed))
+        self._claims[m.sender] = m
 
     def _on_consistency(self, m: ConsistencySignature) -> None:
         self._expect(m.sender, self.u3, self._consistency)
@@ -322,6 +415,82 @@ class SecAggServer:
                     )
         self._unmask[m.sender] = m
 
+    def _pair_key(self, sk_v: X25519PrivateKey, v: int, u: int) -> bytes:
+        """The pairwise mask key of ``(u, v)`` from ``v``'s rebuilt mask key."""
+        cfg = self.config
+        assert cfg.session_id is not None
+        s_pk_u, s_pk_v = self._adverts[u].s_pk, self._adverts[v].s_pk
+        shared = x25519_agree(sk_v, s_pk_u)
+        return _derive.pair_mask_key(shared, cfg.session_id, cfg.round, u, v, s_pk_u, s_pk_v)
+
+    def _check_claims_after_unmask(
+        self,
+        ring_sum: U32,
+        self_keys: Mapping[int, bytes],
+        dropped_keys: Mapping[tuple[int, int], bytes],
+        rebuilt: Mapping[int, X25519PrivateKey],
+    ) -> None:
+        """SPEC.md D12, after unmasking: every claim the rebuilt secrets allow is recomputed.
+
+        A false self-mask claim, or a false claim about a dropped neighbour, names its author
+        (``cheaters``; the evidence is its own signed CheckResponse) and aborts the round: its
+        upload is in the sum and cannot be taken out without revealing it. Disputed pairs,
+        both already out of the sum, are settled when either end's mask key was rebuilt.
+        Last, the unmasked sum's projection must equal that of the uploads minus the masks.
+        """
+        cfg = self.config
+        proj = self._proj
+        assert proj is not None
+        seed = self._check_seed
+        masks_total = [0] * len(next(iter(self._y_proj.values())))
+        for u in sorted(self.u3):
+            claims = self._claims[u]
+            a_u = mask_projection(cfg, proj, self_keys[u])
+            if not ct_equal(claim_bytes(cfg, seed, a_u, self_keys[u]), claims.self_claim):
+                self._name(u, "its claim about its own mask is false (seen after unmasking)")
+                raise AggregateMismatch(
+                    f"client {u} lied about its own mask: its upload is not the vector it "
+                    "committed to; nothing is published",
+                    culprit=u,
+                )
+            masks_total = [t + a for t, a in zip(masks_total, a_u, strict=True)]
+        for (u, v), key in sorted(dropped_keys.items()):
+            claim = dict(self._claims[u].pair_claims)[v]
+            p_uv = mask_projection(cfg, proj, key)
+            if not ct_equal(claim_bytes(cfg, seed, p_uv, key), claim):
+                self._name(u, f"its claim about the mask shared with dropped client {v} is false")
+                raise AggregateMismatch(
+                    f"client {u} lied about the mask it shares with {v}: nothing is published",
+                    culprit=u,
+                )
+            sign = 1 if u < v else -1
+            masks_total = [t + sign * p for t, p in zip(masks_total, p_uv, strict=True)]
+        for u, v in self._disputes:
+            have = next((w for w in (u, v) if w in rebuilt), None)
+            if have is None:
+                continue  # neither mask key was rebuilt: the dispute stays unresolved
+            other = v if have == u else u
+            key = self._pair_key(rebuilt[have], have, other)
+            truth = claim_bytes(cfg, seed, mask_projection(cfg, proj, key), key)
+            for w, peer in ((u, v), (v, u)):
+                if not ct_equal(dict(self._claims[w].pair_claims)[peer], truth):
+                    self._name(w, f"its claim about the mask shared with {peer} is false")
+                    self.rejected[w] = f"CHECK: false claim about the mask shared with {peer}"
+                elif w not in self.cheaters:
+                    self.rejected[w] = (
+                        f"CHECK: left out because {peer} made a false claim about their mask"
+                    )
+        uploads = [sum(col) for col in zip(*(self._y_proj[u] for u in self.u3), strict=True)]
+        if not projected_sum_matches(cfg, proj, ring_sum[: cfg.d], uploads, masks_total):
+            raise AggregateMismatch(
+                "the unmasked sum does not project to the checked uploads minus their masks "
+                "(an internal inconsistency): nothing is published"
+            )
+
+    def _name(self, u: int, why: str) -> None:
+        self.cheaters[u] = f"named after unmasking: {why}"
+        self.rejected[u] = self.cheaters[u]
+
     def _signed_digest(self, owner: int, holder: int, kind: bytes) -> bytes:
         for sd in self._shares[owner].share_digests:
             if sd.holder == holder:
@@ -339,6 +508,7 @@ class SecAggServer:
                 Stage.ADVERTISE_KEYS: self._close_advertise,
                 Stage.SHARE_KEYS: self._close_share_keys,
                 Stage.MASKED_INPUT: self._close_masked,
+                Stage.CHECK: self._close_check,
                 Stage.CONSISTENCY: self._close_consistency,
                 Stage.UNMASK: self._close_unmask,
             }[self.stage]
@@ -381,10 +551,40 @@ class SecAggServer:
         return out
 
     def _close_masked(self) -> dict[int, ServerMessage]:
-        self.u3 = frozenset(self._masked)
+        self.uploaded = frozenset(self._masked)
+        self._need(len(self.uploaded) - 1, "other clients sent masked input")
+        if self.config.verified:  # SPEC.md D12: only now is the seed revealed
+            self.stage = Stage.CHECK
+            return {u: CheckRequest(u, self._check_seed) for u in sorted(self.uploaded)}
+        self.u3 = self.uploaded
+        self.stage = Stage.CONSISTENCY
+        return {u: SurvivorList(u, self.u3) for u in sorted(self.u3)}
+
+    def _close_check(self) -> dict[int, ServerMessage]:
+        """Compare the two claims of every pair of responders; take every upload that is not
+        going on (failed, silent or disputed) out of the sum, before anything is unmasked."""
+        ok = set(self._claims)
+        claim_of = {u: dict(m.pair_claims) for u, m in self._claims.items()}
+        disputed: set[int] = set()
+        for u in sorted(ok):
+            for v in self._held(u):
+                if v > u and v in ok and not ct_equal(claim_of[u][v], claim_of[v][u]):
+                    self._disputes.append((u, v))
+                    disputed |= {u, v}
+        for u, v in self._disputes:
+            for w, other in ((u, v), (v, u)):
+                self.rejected.setdefault(
+                    w,
+                    f"CHECK: its claim about the mask shared with {other} disagrees with "
+                    f"{other}'s: both left out (the false one is named after unmasking)",
+                )
+        self.u3 = frozenset(ok - disputed)
+        for u in sorted(self.uploaded - self.u3):
+            np.subtract(self._acc, self._uploads[u], out=self._acc)
+        self._uploads.clear()
         with self._cache_lock:
             self._proof_cache.clear()
-        self._need(len(self.u3) - 1, "other clients sent masked input")
+        self._need(len(self.u3) - 1, "other clients passed the contribution check")
         self.stage = Stage.CONSISTENCY
         return {u: SurvivorList(u, self.u3) for u in sorted(self.u3)}
 
@@ -429,6 +629,7 @@ class SecAggServer:
                     )
         # Survivors: remove PRG(b_u) (protocol.md §4.5), after checking the commitment.
         secrets_b = reconstruct_many(b_shares, cfg.t)
+        self_keys: dict[int, bytes] = {}
         for u in sorted(self.u3):
             try:
                 b_u = secret_to_bytes(secrets_b[u])
@@ -438,10 +639,13 @@ class SecAggServer:
                 raise InvalidShare(
                     f"client {u}'s seed shares are inconsistent with its commitment", culprit=u
                 )
-            minus.append(_derive.self_mask_key(b_u, session, rnd, u))
+            self_keys[u] = _derive.self_mask_key(b_u, session, rnd, u)
+            minus.append(self_keys[u])
         # Dropped after sharing: rebuild s_sk_v and remove the masks it shared with survivors.
         needed = {v: s_shares[v] for v in self.u2 - self.u3 if self.graph[v] & self.u3}
         secrets_s = reconstruct_many(needed, cfg.t)
+        rebuilt: dict[int, X25519PrivateKey] = {}
+        dropped_keys: dict[tuple[int, int], bytes] = {}  # (survivor, dropped) -> pair mask key
         for v in sorted(needed):
             partners = sorted(self.graph[v] & self.u3)
             s_pk_v = self._adverts[v].s_pk
@@ -455,20 +659,17 @@ class SecAggServer:
                 raise InvalidShare(
                     f"client {v}'s key shares do not rebuild its public key", culprit=v
                 )
+            rebuilt[v] = sk_v
             for u in partners:
-                s_pk_u = self._adverts[u].s_pk
-                key = _derive.pair_mask_key(
-                    x25519_agree(sk_v, s_pk_u), session, rnd, u, v, s_pk_u, s_pk_v
-                )
+                key = self._pair_key(sk_v, v, u)
+                dropped_keys[(u, v)] = key
                 # u added sign(u, v) * PRG(s_uv); take it back out.
                 (minus if u < v else plus).append(key)
         acc = self._acc
         apply_masks(acc, plus, minus)
         np.bitwise_and(acc, np.uint32(cfg.encoding.mask), out=acc)
-        if cfg.norm_bound is not None:
-            # protocol.md §7: the survivors' commitments must open to the unmasked sum, or
-            # nothing is published (AggregateMismatch; close_stage drops the sum).
-            check_aggregate(cfg, {u: self._commitments[u] for u in self.u3}, acc)
+        if cfg.verified:
+            self._check_claims_after_unmask(acc, self_keys, dropped_keys, rebuilt)
         self._result = RoundResult(np.ascontiguousarray(acc[: cfg.d]), self.u3)
         self.state = ServerState.DONE
         return {}

@@ -24,7 +24,7 @@ from secagg._rng import DeterministicRandom, RandomSource, SystemRandom
 from secagg.client import SecAggClient
 from secagg.config import ClientPolicy, RoundConfig, Stage
 from secagg.encoding import pack_bits, unpack_bits
-from secagg.messages import ClientMessage, MaskedInput, ServerMessage
+from secagg.messages import CheckResponse, ClientMessage, MaskedInput, ServerMessage
 from secagg.server import SecAggServer
 
 __all__ = ["SimulationResult", "simulate"]
@@ -40,9 +40,11 @@ class SimulationResult:
     """What one simulated round produced.
 
     ``aggregate`` is the decoded float64 sum of the included clients' clipped inputs, exact up
-    to ``error_bound`` per coordinate. ``stage_sets`` holds U1..U5 (who completed each stage);
-    ``rejected`` the clients the server excluded and why; ``refused`` the clients that did not
-    take part because their input is above the round's norm bound (protocol.md §7).
+    to ``error_bound`` per coordinate. ``stage_sets`` holds who completed each stage (U1..U5;
+    under ``Stage.CHECK`` who passed the contribution check); ``rejected`` the clients the
+    server excluded and why, ``cheaters`` those among them excluded or named for a provably
+    false contribution (SPEC.md D12); ``refused`` the clients that did not take part because
+    their input is above the round's norm bound (protocol.md §7).
     """
 
     aggregate: npt.NDArray[np.float64] = field(compare=False)
@@ -55,6 +57,7 @@ class SimulationResult:
     stage_sets: Mapping[Stage, frozenset[int]]
     rejected: Mapping[int, str]
     refused: Mapping[int, str] = field(default_factory=dict)
+    cheaters: Mapping[int, str] = field(default_factory=dict)
 
 
 def _identity(rng: RandomSource) -> Ed25519PrivateKey:
@@ -74,6 +77,7 @@ def simulate(
     seed: int | None = None,
     clock: Callable[[], float] = time.perf_counter,
     resign: bool = False,
+    client_factory: Callable[..., SecAggClient] | None = None,
 ) -> SimulationResult:
     """Run one whole round in memory (see the module docstring).
 
@@ -93,6 +97,9 @@ def simulate(
 
     With ``config.norm_bound`` set, a client whose encoded input is above the bound does not
     take part (it sends nothing; ``refused``); the others' proofs are verified as in any round.
+
+    ``client_factory`` (tests) builds each client instead of :class:`SecAggClient`, with the
+    same arguments: adversarial tests substitute clients that deviate from the protocol.
     """
     n = config.n
     if len(inputs) != n:
@@ -127,18 +134,20 @@ def simulate(
             raise EncodingError(f"input of client {u} has shape {x.shape}, expected ({config.d},)")
         ring = enc.encode(x, rngs[u])
         clipped[u] = enc.clipped(x)
+        make = client_factory if client_factory is not None else SecAggClient
         try:
-            clients[u] = SecAggClient(
-                config, u, identities[u], registry, ring, policy=policy, rng=rngs[u]
-            )
+            clients[u] = make(config, u, identities[u], registry, ring, policy=policy, rng=rngs[u])
         except NormBoundExceeded as exc:  # protocol.md §7: it cannot prove; it stays out
             refused[u] = str(exc)
             drop_from[u] = Stage.ADVERTISE_KEYS.value
-    server = SecAggServer(config, registry)
+    server = SecAggServer(
+        config, registry, rng=root if seed is None else DeterministicRandom(f"sim/{seed}/server")
+    )
     malicious: set[int] = set()
     timings: dict[str, list[float]] = {s.name: [] for s in Stage}
     server_times: dict[str, float] = {}
     upload_sizes: list[int] = []
+    check_sizes: list[int] = []
     wire_checked = False
 
     def alive(u: int, stage: Stage) -> bool:
@@ -163,10 +172,14 @@ def simulate(
                     raise AssertionError("bit-packing does not round-trip")
                 wire_checked = True
             upload_sizes.append(
+                _MASKED_OVERHEAD + (config.upload_dim * enc.bits + 7) // 8 + len(msg.commitment)
+            )
+        if isinstance(msg, CheckResponse) and u not in malicious:
+            check_sizes.append(
                 _MASKED_OVERHEAD
-                + (config.upload_dim * enc.bits + 7) // 8
-                + len(msg.commitment)
+                + len(msg.self_claim)
                 + len(msg.proof)
+                + sum(4 + len(c) for _, c in msg.pair_claims)
             )
         # A refusal is recorded in server.rejected; the sender is then a dropout.
         with contextlib.suppress(ProtocolAbort):
@@ -187,13 +200,13 @@ def simulate(
     for u in ids:
         if alive(u, Stage.ADVERTISE_KEYS):
             run_client(Stage.ADVERTISE_KEYS, u, clients[u].advertise)
-    for stage in Stage:
+    for stage in config.stages:
         t0 = clock()
         outgoing = server.close_stage()
         server_times[f"server_close_{stage.name.lower()}_s"] = clock() - t0
-        if stage is Stage.UNMASK:
+        nxt = config.next_stage(stage)
+        if nxt is None:
             break
-        nxt = Stage(stage.value + 1)
         for u, msg in outgoing.items():
             out_msg: ServerMessage | None = msg
             if tamper is not None:
@@ -222,22 +235,28 @@ def simulate(
         ring_sum=result.ring_sum,
         included=result.included,
         error_bound=enc.error_bound(len(result.included)),
-        upload_bytes=int(statistics.median(upload_sizes)) if upload_sizes else 0,
+        upload_bytes=(
+            int(statistics.median(upload_sizes)) + int(statistics.median(check_sizes or [0]))
+            if upload_sizes
+            else 0
+        ),
         timings=report,
         config=config,
         stage_sets={
             Stage.ADVERTISE_KEYS: server.u1,
             Stage.SHARE_KEYS: server.u2,
-            Stage.MASKED_INPUT: server.u3,
+            Stage.MASKED_INPUT: server.uploaded,
+            Stage.CHECK: server.u3,
             Stage.CONSISTENCY: server.u4,
             Stage.UNMASK: server.u5,
         },
         rejected=dict(server.rejected),
         refused=refused,
+        cheaters=dict(server.cheaters),
     )
 
 
 def _resigned(msg: MaskedInput, identity: Ed25519PrivateKey, config: RoundConfig) -> MaskedInput:
-    unsigned = MaskedInput(msg.sender, msg.masked, b"", msg.commitment, msg.proof)
+    unsigned = MaskedInput(msg.sender, msg.masked, b"", msg.commitment)
     sig = ed25519_sign(identity, LABEL_MASKED, config.digest, unsigned.signed_payload())
-    return MaskedInput(msg.sender, msg.masked, sig, msg.commitment, msg.proof)
+    return MaskedInput(msg.sender, msg.masked, sig, msg.commitment)

@@ -1,77 +1,85 @@
-"""Contribution verification inside a round (protocol.md §7, SPEC.md D11): the glue between the
-norm proofs of :mod:`secagg.verify` and the masked upload.
+"""Contribution verification inside a round (protocol.md §7, SPEC.md D11 and D12): the glue
+between the proofs of :mod:`secagg.verify` and the masked upload.
 
-When a round's config has a ``norm_bound``, each client
+When a round's config has a ``norm_bound``:
 
-1. lifts its encoded ring vector to signed integers (two's complement, :func:`centred`),
-2. commits to it (one Pedersen commitment per row, :func:`secagg.verify.commit`) and proves
-   ``sum x_i^2 <= norm_bound`` under ``make_context(client id, session id, round)``,
-3. appends its blinding factors to the vector, as ring elements, before masking: the masked
-   upload is ``d + extra_elements`` long and the server only ever sees the *sum* of the
-   blindings, exactly like the sum of the vectors.
+1. MaskedInput: each client lifts its encoded ring vector to signed integers (:func:`centred`),
+   commits to it row by row (:func:`commit_input`) and sends the commitment with its masked
+   upload ``y``.
+2. CHECK: once every upload is in, the server reveals a fresh seed; it fixes a public binary
+   Toeplitz matrix ``R`` (:func:`projection`). Each client projects its own masks: the self
+   mask ``A = R PRG(b_u)`` and, for every neighbour ``v`` it masked with, ``P_uv =
+   R PRG(s_uv)``. It commits to each with a blinding derived from the mask's own key
+   (:func:`claim_point`), so both ends of a pair produce the *same* point, and proves in zero
+   knowledge (:func:`answer_check`) that its committed vector has the bounded norm and that
+   ``R x + 2^b q + M = R y`` with ``M = A + sum_v sign(u, v) P_uv`` and a small ``q``.
+3. The server verifies each proof (:func:`verify_check`) and compares the two claims of every
+   pair of responders; a failing proof excludes its sender, and a disagreeing pair excludes
+   both, before anything is unmasked. After unmasking it recomputes every claim it can from the
+   reconstructed secrets (each survivor's self mask, each dropped neighbour's pair masks): a
+   false one names its author (signed evidence) and the round publishes nothing.
 
-The blindings are field elements (mod ``FIELD_ORDER``, about 2^255) but the ring is
-``Z_2^b`` with ``b <= 32``: each one is split into ``L``-bit limbs, ``L = b - ceil(log2(n+1))``,
-so the limbs of at most ``n`` clients add up to less than ``n * 2^L < 2^b`` and the ring sum of
-every limb position is the exact integer sum. The server recombines
-``sum_j S_j 2^(jL) mod FIELD_ORDER`` (:func:`combine_limbs`), which is the sum of the
-survivors' blindings, adds the survivors' commitments, and checks that the result opens to the
-centred lift of the unmasked sum (:func:`check_aggregate`). A client whose masked vector is not
-the vector it committed to makes that check fail (Pedersen binding) and the round publishes
-nothing; which client it was cannot be told from the sum (threat_models/malicious-clients.md).
+Why it works (SPEC.md D12): if all claims are true, the proven relation says ``R (y - x - m)``
+is ``0 mod 2^b``, and for a random binary Toeplitz ``R`` that forces ``y = x + m (mod 2^b)``
+except with probability ``2^-J``: the upload is the committed vector, masked. Nothing about
+``x`` is revealed: the claims are hiding commitments, their blindings stay secret for every
+pair of survivors, and the proof is zero knowledge.
 
-The limb helpers are pure integer arithmetic; everything that touches the group imports
-:mod:`secagg.verify` (the optional ``verify`` extra) only when called.
+Everything that touches the group imports :mod:`secagg.verify` (the optional ``verify`` extra)
+only when called.
 """
 
 from __future__ import annotations
 
-import functools
-import math
-import operator
-from collections.abc import Mapping, Sequence
+import hashlib
+import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from secagg._errors import (
-    AggregateMismatch,
-    ConfigError,
-    EncodingError,
-    InvalidContribution,
-    NormBoundExceeded,
-)
+from secagg._errors import ConfigError, EncodingError, InvalidContribution, NormBoundExceeded
+from secagg.prg import prg_slice
 
 if TYPE_CHECKING:
     from secagg._rng import RandomSource
     from secagg.config import RoundConfig
-    from secagg.verify import Commitment
+    from secagg.verify import Commitment, Opening, Projection
 
 __all__ = [
+    "CHECK_SEED_BYTES",
     "MAX_BOUND",
     "MAX_PROOF_BYTES",
-    "Contribution",
+    "POINT_BYTES",
+    "CheckAnswer",
+    "answer_check",
     "centred",
-    "check_aggregate",
+    "check_digest",
     "check_norm",
-    "combine_limbs",
-    "extra_elements",
-    "limb_bits",
-    "limb_count",
+    "claim_bytes",
+    "claim_point",
+    "commit_input",
+    "mask_projection",
     "max_commitment_bytes",
-    "prove_contribution",
-    "split_limbs",
+    "parse_commitment",
+    "parse_point",
+    "projected_sum_matches",
+    "projection",
     "squared_norm",
-    "verify_contribution",
+    "verify_check",
 ]
 
 U32 = npt.NDArray[np.uint32]
 I64 = npt.NDArray[np.int64]
 
 MAX_BOUND = 1 << 64  # norm_bound must be below this (secagg.verify proves 64-bit bounds)
-MAX_PROOF_BYTES = 1 << 16  # a norm proof is a few KB; anything larger is refused unparsed
+MAX_PROOF_BYTES = 1 << 16  # a proof is under 10 KB; anything larger is refused unparsed
+POINT_BYTES = 48
+CHECK_SEED_BYTES = 32
+_SEED_LABEL = b"secagg/v1/check-seed"
+_BLIND_LABEL = b"secagg/v1/claim-blinding"
 
 
 def _verify() -> Any:
@@ -82,77 +90,6 @@ def _verify() -> Any:
             "rounds with a norm bound need the 'verify' extra (py-arkworks-bls12381)"
         ) from exc
     return v
-
-
-# -- limbs: field elements through the ring ------------------------------------------------------
-
-
-def limb_bits(ring_bits: int, n: int) -> int:
-    """Bits per limb so that ``n`` clients' limbs never wrap ``Z_2^ring_bits``:
-    ``L = ring_bits - ceil(log2(n + 1))``, hence ``n * (2^L - 1) < 2^ring_bits``."""
-    if n < 1 or not 1 <= ring_bits <= 32:
-        raise ConfigError("limbs need n >= 1 and a ring of 1..32 bits")
-    bits = ring_bits - math.ceil(math.log2(n + 1))
-    if bits < 1:
-        raise ConfigError(f"a {ring_bits}-bit ring has no room for limbs of {n} clients")
-    return bits
-
-
-def limb_count(bits_per_limb: int, modulus: int) -> int:
-    """Limbs per field element: enough ``bits_per_limb``-bit limbs for any value below
-    ``modulus``."""
-    if bits_per_limb < 1 or modulus < 2:
-        raise ConfigError("limbs need at least one bit and a modulus of at least 2")
-    return -(-(modulus - 1).bit_length() // bits_per_limb)
-
-
-def split_limbs(values: Sequence[int], bits_per_limb: int, count: int) -> U32:
-    """Each value as ``count`` little-endian limbs of ``bits_per_limb`` bits (uint32), one
-    value after the other. Raises :class:`EncodingError` for a value that does not fit."""
-    if not 1 <= bits_per_limb <= 32:
-        raise EncodingError("limbs are 1..32 bits")
-    top = 1 << (bits_per_limb * count)
-    mask = (1 << bits_per_limb) - 1
-    out = np.empty(len(values) * count, dtype=np.uint32)
-    for i, v in enumerate(values):
-        v = int(v)
-        if not 0 <= v < top:
-            raise EncodingError(f"value {i} does not fit in {count} limbs of {bits_per_limb} bits")
-        for j in range(count):
-            out[i * count + j] = (v >> (j * bits_per_limb)) & mask
-    return out
-
-
-def combine_limbs(
-    sums: npt.ArrayLike, bits_per_limb: int, count: int, modulus: int
-) -> tuple[int, ...]:
-    """Inverse of :func:`split_limbs` on limb-wise *sums*: ``sum_j S_j 2^(j L) mod modulus``
-    for each group of ``count`` limbs (exact as long as no limb sum wrapped the ring)."""
-    arr = np.asarray(sums)
-    if arr.ndim != 1 or arr.dtype.kind not in "ui" or arr.size % count:
-        raise EncodingError(f"limb sums must be a 1-D integer vector of a multiple of {count}")
-    if arr.size and int(arr.min()) < 0:
-        raise EncodingError("limb sums cannot be negative")
-    ints = [int(v) for v in arr]
-    return tuple(
-        sum(ints[i + j] << (j * bits_per_limb) for j in range(count)) % modulus
-        for i in range(0, len(ints), count)
-    )
-
-
-def _limb_layout(config: RoundConfig) -> tuple[int, int, int]:
-    """(rows, bits per limb, limbs per blinding) of a verified round."""
-    v = _verify()
-    bits = limb_bits(config.ring_bits, config.n)
-    return int(v.num_rows(config.d)), bits, limb_count(bits, int(v.FIELD_ORDER))
-
-
-def extra_elements(config: RoundConfig) -> int:
-    """Ring elements appended to the vector: every blinding factor, in limbs (0 when off)."""
-    if config.norm_bound is None:
-        return 0
-    rows, _, count = _limb_layout(config)
-    return rows * count
 
 
 def max_commitment_bytes(d: int) -> int:
@@ -190,90 +127,219 @@ def check_norm(config: RoundConfig, ring: npt.ArrayLike) -> None:
         )
 
 
+# -- the public challenge and the claims -----------------------------------------------------------
+
+
+def _session_seed(config: RoundConfig, seed: bytes) -> bytes:
+    """The projection seed, bound to the round: a seed from another round is another ``R``."""
+    if len(seed) != CHECK_SEED_BYTES:
+        raise InvalidContribution(f"the check seed must be {CHECK_SEED_BYTES} bytes")
+    return hashlib.sha256(_SEED_LABEL + config.digest + seed).digest()
+
+
+def projection(config: RoundConfig, seed: bytes) -> Projection:
+    """The round's public ``J x d`` binary Toeplitz matrix for the revealed ``seed``."""
+    return _verify().Projection(_session_seed(config, seed), config.d)  # type: ignore[no-any-return]
+
+
+def _claim_blinding(config: RoundConfig, seed: bytes, key: bytes) -> int:
+    """The blinding of a mask claim, derived from the mask's own AES key: both ends of a pair
+    derive the same value, and the server learns it only if it learns the key. Uniform mod
+    the group order by rejection from a SHAKE-256 stream."""
+    v = _verify()
+    order = int(v.FIELD_ORDER)
+    stream = hashlib.shake_256(_BLIND_LABEL + config.digest + seed + key).digest(32 * 8)
+    for i in range(0, len(stream), 32):
+        val = int.from_bytes(stream[i : i + 32], "little") & ((1 << 255) - 1)
+        if val < order:
+            return val
+    raise AssertionError("unreachable")  # pragma: no cover: 8 tries each fail w.p. < 0.1
+
+
+def mask_projection(config: RoundConfig, proj: Projection, key: bytes) -> list[int]:
+    """``R PRG(key)`` with the mask reduced mod ``2^b``, exactly (``J`` integers)."""
+    mask = prg_slice(key, 0, config.d) & np.uint32(config.encoding.mask)
+    return proj.apply(mask)[0]
+
+
+def claim_point(config: RoundConfig, seed: bytes, projected: Sequence[int], key: bytes) -> Any:
+    """The commitment to ``projected = R PRG(key)`` (:func:`mask_projection`) with the
+    key-derived blinding (a G1 point)."""
+    v = _verify()
+    return v.commit_short(projected, _claim_blinding(config, seed, key))
+
+
+def claim_bytes(config: RoundConfig, seed: bytes, projected: Sequence[int], key: bytes) -> bytes:
+    """:func:`claim_point`, encoded (48 bytes)."""
+    return _verify().point_bytes(claim_point(config, seed, projected, key))  # type: ignore[no-any-return]
+
+
 # -- the client's side ----------------------------------------------------------------------------
 
 
+def commit_input(
+    config: RoundConfig, ring: npt.ArrayLike, rng: RandomSource
+) -> tuple[bytes, Opening]:
+    """Commit to ``ring``'s centred lift (at the MaskedInput stage); the opening stays here."""
+    if config.norm_bound is None:
+        raise ConfigError("the round asks for no verification")
+    check_norm(config, ring)
+    commitment, opening = _verify().commit(centred(config, ring), rng)
+    return commitment.to_bytes(), opening
+
+
 @dataclass(frozen=True, slots=True)
-class Contribution:
-    """What a client sends beside its vector: commitment and proof bytes, and the limbs of its
-    blinding factors (appended to the vector before masking, never sent in the clear)."""
+class CheckAnswer:
+    """What a client sends at the CHECK stage: its self-mask claim, one claim per neighbour it
+    masked with, and the proof."""
 
-    commitment: bytes
+    self_claim: bytes
+    pair_claims: tuple[tuple[int, bytes], ...]
     proof: bytes
-    limbs: U32
 
 
-def prove_contribution(
-    config: RoundConfig, client_id: int, ring: npt.ArrayLike, rng: RandomSource
-) -> Contribution:
-    """Commit to ``ring``'s centred lift and prove the round's norm bound (seconds at large d)."""
+def answer_check(
+    config: RoundConfig,
+    client_id: int,
+    opening: Opening,
+    upload: U32,
+    seed: bytes,
+    self_key: bytes,
+    pair_keys: Sequence[tuple[int, bytes, int]],
+    rng: RandomSource,
+) -> CheckAnswer:
+    """Claims and the norm + consistency proof (SPEC.md D12). ``pair_keys`` lists
+    ``(neighbour, mask key, sign)`` for every pairwise mask this client added.
+
+    Security: the claims' blindings come from the mask keys; the proof is zero knowledge.
+    """
     bound = config.norm_bound
     if bound is None or config.session_id is None:
         raise ConfigError("the round asks for no verification")
     v = _verify()
-    x = centred(config, ring)
-    check_norm(config, ring)
+    proj = projection(config, seed)
+    masks = [(1, self_key)] + [(sign, key) for _, key, sign in pair_keys]
+    projected = proj.apply(
+        np.stack([prg_slice(k, 0, config.d) & np.uint32(config.encoding.mask) for _, k in masks])
+    )
+    order = int(v.FIELD_ORDER)
+    m_vals = [
+        sum(s * p[j] for (s, _), p in zip(masks, projected, strict=True))
+        for j in range(v.CHECK_ROWS)
+    ]
+    blinds = [_claim_blinding(config, seed, k) for _, k in masks]
+    m_blind = sum(s * b for (s, _), b in zip(masks, blinds, strict=True)) % order
+    points = [v.commit_short(p, b) for p, b in zip(projected, blinds, strict=True)]
+    m_point = points[0]
+    for (sign, _), pt in zip(masks[1:], points[1:], strict=True):
+        m_point = m_point + pt if sign > 0 else m_point - pt
+    statement = v.CheckStatement(
+        _session_seed(config, seed),
+        config.ring_bits,
+        tuple(proj.apply(upload)[0]),
+        m_point,
+        len(pair_keys) + 1,
+    )
     context = v.make_context(client_id, config.session_id, config.round)
-    commitment, opening = v.commit(x, rng)
-    proof = v.prove_norm(opening, bound, context, rng)
-    _, bits, count = _limb_layout(config)
-    limbs = split_limbs(opening.blindings, bits, count)
-    return Contribution(commitment.to_bytes(), proof.to_bytes(), limbs)
+    try:
+        proof = v.prove_norm(
+            opening, bound, context, rng, (statement, v.CheckWitness(tuple(m_vals), m_blind))
+        )
+    except EncodingError as exc:
+        raise EncodingError(f"cannot prove this contribution: {exc}") from None
+    return CheckAnswer(
+        v.point_bytes(points[0]),
+        tuple((u, v.point_bytes(pt)) for (u, _, _), pt in zip(pair_keys, points[1:], strict=True)),
+        proof.to_bytes(),
+    )
 
 
 # -- the server's side ----------------------------------------------------------------------------
 
 
-def verify_contribution(
-    config: RoundConfig, client_id: int, commitment: bytes, proof: bytes
-) -> Commitment:
-    """Parse and verify one client's commitment and norm proof; returns the commitment.
-
-    Raises :class:`InvalidContribution` (the sender is then excluded, before any unmasking).
-    Pure: no state, safe to call from several threads.
-    """
-    bound = config.norm_bound
-    if bound is None or config.session_id is None:
-        raise InvalidContribution("this round carries no commitments or proofs")
+def parse_commitment(config: RoundConfig, data: bytes) -> Commitment:
+    """Parse one client's row commitments; :class:`InvalidContribution` if malformed."""
     v = _verify()
-    if not commitment or not proof:
-        raise InvalidContribution("the round asks for a commitment and a norm proof")
-    if len(commitment) > max_commitment_bytes(config.d) or len(proof) > MAX_PROOF_BYTES:
-        raise InvalidContribution("commitment or proof too large")
+    if not data or len(data) > max_commitment_bytes(config.d):
+        raise InvalidContribution("the round asks for a commitment of bounded size")
     try:
-        c: Commitment = v.Commitment.from_bytes(commitment)
-        if c.d != config.d:
-            raise v.InvalidProof(f"commitment to {c.d} coordinates, the round has {config.d}")
-        p = v.NormProof.from_bytes(proof)
-        v.verify_norm(c, p, bound, v.make_context(client_id, config.session_id, config.round))
+        c: Commitment = v.Commitment.from_bytes(data)
     except v.InvalidProof as exc:
-        raise InvalidContribution(f"norm proof rejected: {exc}") from None
+        raise InvalidContribution(f"commitment rejected: {exc}") from None
+    if c.d != config.d:
+        raise InvalidContribution(f"commitment to {c.d} coordinates, the round has {config.d}")
     return c
 
 
-def check_aggregate(
-    config: RoundConfig, commitments: Mapping[int, Commitment], ring_sum: npt.ArrayLike
-) -> None:
-    """After unmasking: the survivors' commitments, added, must open to the centred lift of the
-    first ``d`` elements of ``ring_sum`` with the blinding sum recombined from the rest.
-
-    Raises :class:`AggregateMismatch` otherwise (someone's masked vector is not the one it
-    committed to, or the sum wrapped the ring): the round must publish nothing.
-    """
-    if config.norm_bound is None:
-        return
+def parse_point(data: bytes) -> Any:
+    """Parse a 48-byte claim; :class:`InvalidContribution` if not a canonical G1 point."""
     v = _verify()
-    full = np.asarray(ring_sum, dtype=np.uint32)
-    rows, bits, count = _limb_layout(config)
-    if not commitments or full.shape != (config.d + rows * count,):
-        raise AggregateMismatch("nothing to check the unmasked sum against")
-    blindings = combine_limbs(full[config.d :], bits, count, int(v.FIELD_ORDER))
     try:
-        total = functools.reduce(operator.add, (commitments[u] for u in sorted(commitments)))
-        v.check_opening(total, centred(config, full[: config.d]), blindings)
+        return v.point_from_bytes(data)
     except v.InvalidProof as exc:
-        raise AggregateMismatch(
-            f"the unmasked sum does not match the sum of the {len(commitments)} survivors' "
-            f"commitments ({exc}): a client's masked vector is not the one it proved; "
-            "nothing is published"
-        ) from None
+        raise InvalidContribution(f"claim rejected: {exc}") from None
+
+
+def verify_check(
+    config: RoundConfig,
+    client_id: int,
+    commitment: Commitment,
+    seed: bytes,
+    upload_projection: Sequence[int],
+    self_claim: Any,
+    pair_claims: Sequence[tuple[Any, int]],
+    proof: bytes,
+) -> None:
+    """Verify one client's proof against its commitment, its upload's projection and the
+    point ``C_M`` assembled from its claims (``pair_claims``: ``(point, sign)``).
+
+    Raises :class:`InvalidContribution`. Pure and thread-safe.
+    """
+    bound = config.norm_bound
+    if bound is None or config.session_id is None:
+        raise InvalidContribution("this round carries no proofs")
+    v = _verify()
+    if not proof or len(proof) > MAX_PROOF_BYTES:
+        raise InvalidContribution("the round asks for a proof of bounded size")
+    m_point = self_claim
+    for pt, sign in pair_claims:
+        m_point = m_point + pt if sign > 0 else m_point - pt
+    try:
+        statement = v.CheckStatement(
+            _session_seed(config, seed),
+            config.ring_bits,
+            tuple(int(y) for y in upload_projection),
+            m_point,
+            len(pair_claims) + 1,
+        )
+        p = v.NormProof.from_bytes(proof)
+        context = v.make_context(client_id, config.session_id, config.round)
+        v.verify_norm(commitment, p, bound, context, statement)
+    except v.InvalidProof as exc:
+        raise InvalidContribution(f"proof rejected: {exc}") from None
+
+
+def projected_sum_matches(
+    config: RoundConfig,
+    proj: Projection,
+    ring_sum: U32,
+    uploads: Sequence[int],
+    masks: Sequence[int],
+) -> bool:
+    """The last line of defence: ``R S = sum R y_u - sum M_u (mod 2^b)`` for the unmasked sum
+    ``S``, with every mask projection ``M_u`` recomputed from the reconstructed secrets."""
+    mod = 1 << config.ring_bits
+    got = proj.apply(np.asarray(ring_sum, dtype=np.uint32))[0]
+    return all((g - (y - m)) % mod == 0 for g, y, m in zip(got, uploads, masks, strict=True))
+
+
+def check_digest(
+    seed: bytes, self_claim: bytes, pair_claims: Sequence[tuple[int, bytes]], proof: bytes
+) -> bytes:
+    """What a CheckResponse's signature covers (with the sender and the config digest)."""
+    h = hashlib.sha256(b"secagg/v1/check-response")
+    h.update(seed + self_claim)
+    for v, c in sorted(pair_claims):
+        h.update(struct.pack(">I", v) + c)
+    h.update(hashlib.sha256(proof).digest())
+    return h.digest()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -43,14 +43,18 @@ from secagg._crypto import (
 )
 from secagg.messages import (
     AdvertiseKeys,
+    CheckRequest,
+    CheckResponse,
     ClientMessage,
     ConsistencySignature,
     ForwardedShare,
+    KeyList,
     MaskedInput,
     ServerMessage,
     ShareBundle,
     ShareKeys,
     SignatureBundle,
+    SurvivorList,
     stage_of,
 )
 from secagg.simulate import _resigned
@@ -103,10 +107,22 @@ def resign_masked(
     config: RoundConfig, identity: Ed25519PrivateKey, msg: MaskedInput, masked: U32
 ) -> MaskedInput:
     """A malicious client's own, correctly signed, MaskedInput carrying ``masked`` (and the
-    commitment and proof of ``msg``, in a verified round)."""
-    return _resigned(
-        MaskedInput(msg.sender, masked, b"", msg.commitment, msg.proof), identity, config
-    )
+    commitment of ``msg``, in a verified round)."""
+    return _resigned(MaskedInput(msg.sender, masked, b"", msg.commitment), identity, config)
+
+
+def closing_stage(msg: ServerMessage, config: RoundConfig) -> Stage:
+    """The stage whose closing produced a server message (CheckRequest closes MASKED_INPUT
+    and SurvivorList closes CHECK in a verified round)."""
+    if isinstance(msg, KeyList):
+        return Stage.ADVERTISE_KEYS
+    if isinstance(msg, ShareBundle):
+        return Stage.SHARE_KEYS
+    if isinstance(msg, CheckRequest):
+        return Stage.MASKED_INPUT
+    if isinstance(msg, SurvivorList):
+        return Stage.CHECK if config.verified else Stage.MASKED_INPUT
+    return Stage.CONSISTENCY
 
 
 def bundle_from(recipient: int, share_keys: Iterable[ShareKeys]) -> ShareBundle:
@@ -177,7 +193,7 @@ class Cohort:
         for u, msg in outgoing.items():
             if u in skipped:
                 continue
-            self.received[u][stage_of(msg)] = msg
+            self.received[u][closing_stage(msg, self.config)] = msg
             reply = self.clients[u].receive(msg)
             self.sent[u][stage_of(reply)] = reply
             replies[u] = reply
@@ -277,6 +293,7 @@ def make_cohort(
     inputs: Mapping[int, npt.ArrayLike] | None = None,
     client_configs: Mapping[int, RoundConfig] | None = None,
     policy: ClientPolicy = TEST_POLICY,
+    client_factory: Callable[..., SecAggClient] | None = None,
 ) -> Cohort:
     """Identities, registry, float inputs, clients and server for ``config``.
 
@@ -308,8 +325,9 @@ def make_cohort(
         cfg_u = (client_configs or {}).get(u, config)
         rng = DeterministicRandom(f"client/{seed}/{tag}/{u}")
         ring = cfg_u.encoding.encode(floats[u], rng)
-        clients[u] = SecAggClient(cfg_u, u, ident[u], registry, ring, policy=policy, rng=rng)
-    server = SecAggServer(config, registry)
+        make = client_factory if client_factory is not None else SecAggClient
+        clients[u] = make(cfg_u, u, ident[u], registry, ring, policy=policy, rng=rng)
+    server = SecAggServer(config, registry, rng=DeterministicRandom(f"server/{seed}/{tag}"))
     return Cohort(
         config=config,
         identities=ident,
@@ -325,3 +343,41 @@ def make_cohort(
 def with_round(config: RoundConfig, round_: int, tag: str) -> RoundConfig:
     """The same round parameters in a fresh session (a later round)."""
     return replace(config, session_id=DeterministicRandom(f"session/{tag}").bytes(16), round=round_)
+
+
+# -- verified rounds (SPEC.md D12): what a cheating client needs at the CHECK stage --------------
+
+
+def resign_check(
+    config: RoundConfig, identity: Ed25519PrivateKey, msg: CheckResponse, seed: bytes
+) -> CheckResponse:
+    """A malicious client's own, correctly signed CheckResponse (whatever it claims)."""
+    from secagg import _derive
+    from secagg._crypto import LABEL_CHECK, ed25519_sign
+    from secagg.verify_round import check_digest
+
+    payload = _derive.u32(msg.sender) + check_digest(
+        seed, msg.self_claim, msg.pair_claims, msg.proof
+    )
+    sig = ed25519_sign(identity, LABEL_CHECK, config.digest, payload)
+    return replace(msg, signature=sig)
+
+
+def masks_witness(
+    config: RoundConfig, seed: bytes, self_key: bytes, pairs: Iterable[tuple[int, bytes, int]]
+) -> tuple[list[int], int, object]:
+    """The projection ``M`` of a client's masks, its blinding and the point ``C_M``, exactly as
+    the server assembles it from honest claims."""
+    from secagg.verify import CHECK_ROWS, FIELD_ORDER, commit_short
+    from secagg.verify_round import _claim_blinding, mask_projection, projection
+
+    proj = projection(config, seed)
+    items = [(1, self_key)] + [(sign, key) for _, key, sign in pairs]
+    m = [0] * CHECK_ROWS
+    blind = 0
+    for sign, key in items:
+        p = mask_projection(config, proj, key)
+        m = [a + sign * b for a, b in zip(m, p, strict=True)]
+        blind += sign * _claim_blinding(config, seed, key)
+    blind %= FIELD_ORDER
+    return m, blind, commit_short(m, blind)

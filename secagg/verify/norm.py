@@ -1,70 +1,41 @@
-"""Pedersen row commitments over BLS12-381 G1 with a zero-knowledge L2-norm-bound proof.
+"""Pedersen row commitments over BLS12-381 G1 and a zero-knowledge L2-norm-bound proof, with
+an optional upload-consistency relation (``secagg/SPEC.md`` D11, D12).
 
-Statement proven by :func:`prove_norm` (public: the row commitments ``C_1..C_a``, ``d``,
-``bound``, ``context``)::
+Statement of :func:`prove_norm` (public: the row commitments ``C_1..C_a``, ``d``, ``bound``,
+``context`` and, with a :class:`CheckStatement`, the consistency data)::
 
-    C_k = <M_k, G> + rho_k * H0   (k = 1..a)     and     sum_i x_i^2 <= bound  (integers)
+    C_k = <M_k, G> + rho_k H0  (k = 1..a)                              (opening, G side only)
+    sum_i x_i^2 <= bound                                               (over the integers)
+    R x + 2^W q + M = Y   with  C_M = <M, G[:J]> + rho_M H0,  q small   (consistency, optional)
 
-where ``x`` (length ``d``, signed integers) is laid out row by row in an ``a x b`` matrix
-``M`` (``b`` a power of two, the last row zero-padded) and ``G = (G_0..G_{b-1})``, ``H``, ``H0``,
-``Ut``, ``Ui`` are independent generators from RFC 9380 hash-to-curve under a fixed label.
+``x`` (length ``d``, signed integers) is laid out row by row in an ``a x b`` matrix ``M``
+(``b`` a power of two, the last row zero-padded). ``R`` is the public ``J x d`` binary Toeplitz
+matrix of :class:`~secagg.verify.projection.Projection`, ``Y`` the projection of the client's
+masked upload and ``C_M`` the commitment to the projection of its masks that the server
+assembles from the client's claims (SPEC.md D12). ``G = (G_0..G_{b-1})``, ``H``, ``H0``,
+``Ut``, ``Ui`` are independent hash-to-curve generators.
 
-Why rows: every operation whose cost grows with ``d`` is either a multi-scalar multiplication
-with *small* scalars (the commitments, ~4 us a term) or exact integer linear algebra in numpy;
-everything with full 255-bit scalars (blinding rows, the inner-product argument, ~30 us a
-term) runs on vectors of length ``b ~ d / 32``. That is what makes ``d = 2.5e5`` practical.
+The argument is Bulletproofs' (Bunz et al., S&P 2018): vector polynomials ``l(X)``, ``r(X)``
+whose constant coefficient of ``<l(X), r(X)>`` carries every relation (Section 4.1 and the
+arithmetic-circuit protocol of Section 5.3, here with Laurent polynomials as in Bootle et al.,
+EUROCRYPT 2016), commitments ``T_s`` to every other coefficient, and the logarithmic
+inner-product argument (Section 3, Protocol 2). Rows are folded with powers ``X^k`` on the G
+side and ``X^-k`` on the H side, so every full-width scalar operation runs on vectors of
+length ``b ~ d / 32`` and everything of size ``d`` is small-scalar or exact integer algebra.
+Small coordinates, needed so that the field equations are integer equations, come from the
+approximate range proof of Gentry, Halevi and Lyubashevsky (EUROCRYPT 2022, Lemma 2.9), the
+route ACORN (USENIX Security 2023) uses: a random ``{-1,0,1}`` projection ``z = R' v + mu``
+revealed after rejection sampling. The exponent table, the verifier equations and the
+knowledge-soundness argument (which deviation each term excludes, and an extractor sketch)
+are in ``threat_models/verification.md``; the slot table :func:`_terms` is the single source
+both prover and verifier use.
 
-Construction (one Bulletproofs-style argument over row-folded vectors):
-
-1. *Slack.* ``bound - |x|^2 = |s|^2`` for an integer vector ``s`` of length 16 (greedy squares;
-   always exists for ``bound < 2^64``). So the claim becomes the *equality*
-   ``|x|^2 + |s|^2 = bound`` over ``v = (x, s)``.
-2. *No wrap-around (threats.md IV-04), by an approximate range proof* (Gentry-Halevi-
-   Lyubashevsky 2022; the approach ACORN uses). The prover commits ``H``-side copies ``D_k``
-   of the rows, the slack on both sides (``C_s``, ``D_s``) and a mask ``y`` in ``[-S, S)^m``
-   (``C_y``), ``m = 128``. A hash of all of it seeds ``R`` in ``{-1,0,1}^(m x (d+16))``
-   (``P(0) = 1/2``). The prover sends ``z = R v + y`` in the clear, restarting with a fresh
-   ``y`` unless every ``|z_j| <= S - U`` (rejection sampling: accepted ``z`` is uniform, so it
-   says nothing about ``v``; ``U = isqrt((d+16) * bound) + 1`` bounds ``|<R_j, v>|``;
-   ``S = U * 2^10``, about 12% restarts). Lemma (GHL22): for any fixed ``v`` with some
-   ``|v_i| > 2(S-U)`` (centred mod p) and any fixed shift ``y_j``,
-   ``P_R[|<R_j, v> + y_j| <= S - U] <= 1/2``; the rows are independent, so a prover with such
-   a ``v`` passes with probability ``<= 2^-128`` per attempt. Hence ``|v_i| < 2^57`` for all
-   ``i`` (every position of the ``a`` rows and the whole slack row: at most ``2^25``),
-   ``sum v_i^2 < 2^25 * 2^114 < p / 2``, and the field equality
-   ``|x|^2 + |s|^2 = bound`` (both sides in ``[0, p/2)``) holds over the integers, so
-   ``|x|^2 <= bound``.
-3. *One inner product.* With challenges ``zeta`` (128-bit, ``m``), ``theta`` (128-bit, ``b``),
-   ``eta, gamma, delta`` and ``w_k = sum_j zeta_j R_j^(k)`` (the JL rows cut to row ``k``)::
-
-       l(e) = sum_k e^k (L_k - delta eta^k theta) + e^(a+2) y + e^(a+3) s_L
-       r(e) = sum_k e^-k (R_k + gamma w_k + delta eta^k theta) + e^-(a+2) gamma zeta + e^-(a+4) s_R
-
-   (``k = 1..a+1``; row ``a+1`` is the slack; ``L_k``/``R_k`` are the ``G``-/``H``-side
-   openings, equal for an honest prover; ``s_L, s_R`` are uniform blinding rows). The
-   constant term of ``<l(e), r(e)>`` is
-   ``sum <L_k, R_k> + gamma (sum <L_k, w_k> + <y, zeta>) + delta sum eta^k <L_k - R_k, theta>``
-   minus public terms, which an honest prover makes equal to the public
-   ``bound + gamma <zeta, z> - delta gamma sum eta^k <theta, w_k> - delta^2 |theta|^2 sum eta^2k``.
-   The prover commits every other coefficient (``T_s``, ``s`` in ``[-(a+3), a+2] \\ {0}``),
-   receives ``e`` and runs the logarithmic inner-product argument on ``l(e), r(e)``
-   (length ``b``). By Schwartz-Zippel in ``e`` the constant term is right; in ``delta``, the
-   ``H``-side rows equal the ``G``-side rows (``theta`` random after both are fixed); in
-   ``gamma``, all ``m`` JL equations hold (``zeta`` random, error ``2^-128``); what is left is
-   ``|x|^2 + |s|^2 = bound``.
-
-Security: computational knowledge soundness under discrete log in G1, with SHA-256/SHAKE-256
-as random oracles (Fiat-Shamir); honest-verifier zero knowledge (``l(e), r(e)`` are uniform
-through ``s_L, s_R``; commitments hide; ``z`` is uniform by rejection sampling). The
-transcript absorbs a domain label, ``context`` (client id, session id, round:
-:func:`make_context`), the parameters, ``bound``, every row commitment and every prover
-message, so a proof does not verify under another context or commitment (IV-08). A cheating
-client can still submit *any* vector within the bound: this proves a norm bound, not that the
-update is honest.
-
-Binding to the masked upload: the row commitments add homomorphically (:meth:`Commitment.__add__`)
-and :func:`check_opening` checks, after unmasking, that the sum of the included clients'
-commitments opens to the unmasked sum with the summed blinding factors.
+Security: computational knowledge soundness under discrete log in G1 with SHA-256/SHAKE-256
+as random oracles; honest-verifier zero knowledge made non-interactive (blinding rows ``s_L``,
+``s_R``; hiding commitments; ``z`` uniform by rejection sampling; every uniform value is
+drawn by rejection, never by a modular reduction). The transcript absorbs a domain label, the
+``context`` (client id, session, round), every parameter, ``bound``, every commitment and
+every prover message. A cheating client can still commit to *any* vector within the bound.
 """
 
 from __future__ import annotations
@@ -72,7 +43,6 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,33 +50,69 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from py_arkworks_bls12381 import G1Point, Scalar
+from py_arkworks_bls12381 import G1Point
 
-from secagg._errors import EncodingError, SecAggError
+from secagg._errors import EncodingError
 from secagg._rng import RandomSource
+from secagg.verify._algebra import (
+    _LIMB,
+    _POINT,
+    _SCALAR,
+    FIELD_ORDER,
+    I64,
+    InvalidProof,
+    P,
+    _base,
+    _field_limbs,
+    _fold,
+    _from_bytes_limbs,
+    _gens,
+    _gram,
+    _inv,
+    _ip,
+    _ip_blocks,
+    _ipa_prove,
+    _limbs_needed,
+    _msm,
+    _msm_small,
+    _normalise,
+    _pad,
+    _pt_bytes,
+    _pt_from,
+    _rand,
+    _recombine,
+    _sc_from,
+    _split,
+    _Transcript,
+    _uniform_range,
+)
+from secagg.verify.projection import CHECK_ROWS, Projection
 
 __all__ = [
+    "CHECK_ROWS",
     "FIELD_ORDER",
     "JL_ROWS",
     "MAX_BOUND_BITS",
     "MAX_COORD_BITS",
     "MAX_DIM",
+    "CheckStatement",
+    "CheckWitness",
     "Commitment",
     "InvalidProof",
     "NormProof",
     "Opening",
     "check_opening",
     "commit",
+    "commit_short",
     "layout",
     "make_context",
     "num_rows",
+    "point_bytes",
+    "point_from_bytes",
     "prove_norm",
     "verify_norm",
 ]
 
-#: BLS12-381 scalar-field order (the order of G1).
-P = 0x73EDA753299D7D483339D80809A1D80553BDA402FFFE5BFEFFFFFFFF00000001
-FIELD_ORDER = P
 JL_ROWS = 128  # m: soundness 2^-128 for the approximate range proof
 SLACK_LEN = 16  # greedy squares need at most 10 entries below 2^64
 REJECTION_BITS = 10  # S = U * 2^10
@@ -114,213 +120,12 @@ MAX_BOUND_BITS = 64
 MAX_COORD_BITS = 31  # |x_i| < 2^31
 MAX_DIM = 1 << 24
 TARGET_ROWS = 32
-MIN_ROW_LEN = 128  # >= JL_ROWS and SLACK_LEN: the mask and the slack each fit in one row
+MIN_ROW_LEN = 128  # >= JL_ROWS, SLACK_LEN and CHECK_ROWS: each short vector fits one row
 MAX_ATTEMPTS = 64
-_LIMB = 16
-_MASK16 = (1 << _LIMB) - 1
-_POINT = 48
-_SCALAR = 32
-_LABEL = b"secagg/v1/verify/norm-rows"
-_DST = b"SECAGG-V1-VERIFY-GENERATORS_BLS12381G1_XMD:SHA-256_SSWU_RO_"
-_MAGIC = b"SNR1"
-_HEADER = struct.Struct(">4sIIIHHB")  # magic, d, a, b, m, slack, IPA rounds
-
-I64 = npt.NDArray[np.int64]
-
-
-class InvalidProof(SecAggError, ValueError):
-    """A norm proof, commitment or opening is malformed or does not verify."""
-
-
-# ----------------------------------------------------------------------------- group helpers
-
-_GENS: dict[bytes, list[Any]] = {}
-_GEN_LOCK = threading.Lock()
-
-
-def _gens(tag: bytes, count: int) -> list[Any]:
-    """Exactly the first ``count`` generators of family ``tag`` (hash-to-curve, cached).
-
-    The cache grows under a lock (threads verifying at once must not interleave appends) and
-    callers get a copy of the prefix, never the growing list itself.
-    """
-    with _GEN_LOCK:
-        lst = _GENS.setdefault(tag, [])
-        for i in range(len(lst), count):
-            lst.append(G1Point.hash_to_curve(tag + b"/" + i.to_bytes(4, "big"), _DST))
-        return lst[:count]
-
-
-def _base(tag: bytes) -> Any:
-    return _gens(tag, 1)[0]
-
-
-def _sc(v: int) -> Any:
-    return Scalar.from_le_bytes((v % P).to_bytes(_SCALAR, "little"))
-
-
-def _msm(points: Sequence[Any], scalars: Sequence[int]) -> Any:
-    if not points:
-        return G1Point.identity()
-    return G1Point.multiexp_unchecked(list(points), [_sc(s) for s in scalars])
-
-
-_SUMS: dict[tuple[bytes, int], Any] = {}
-
-
-def _msm_small(tag: bytes, values: Sequence[int], blind_base: Any, blind: int) -> Any:
-    """``<values, gens(tag)[:len]> + blind * blind_base`` for small signed ``values``.
-
-    The binding's MSM is ~4x faster on small non-negative scalars than on the field images of
-    negative ones (``p - v``), so ``values`` are shifted by ``off = -min`` and ``off`` times the
-    (cached) sum of the generators is subtracted.
-    """
-    n = len(values)
-    gens = _gens(tag, n)
-    off = max(0, -min(values)) if n else 0
-    key = (tag, n)
-    with _GEN_LOCK:
-        total = _SUMS.get(key)
-    if total is None:
-        total = G1Point.multiexp_unchecked(gens, [_sc(1)] * n)
-        with _GEN_LOCK:
-            _SUMS[key] = total
-    scal = [_sc(v + off) for v in values]
-    return G1Point.multiexp_unchecked([*gens, total, blind_base], [*scal, _sc(-off), _sc(blind)])
-
-
-def _pt_bytes(pt: Any) -> bytes:
-    return bytes(pt.to_compressed_bytes())
-
-
-def _pt_from(data: bytes) -> Any:
-    try:
-        pt = G1Point.from_compressed_bytes(data)
-    except Exception as exc:  # the binding raises plain exceptions
-        raise InvalidProof("invalid G1 point encoding") from exc
-    if _pt_bytes(pt) != data:  # e.g. the binding accepts 0xff * 48 as the identity
-        raise InvalidProof("non-canonical G1 point encoding")
-    return pt
-
-
-def _sc_from(data: bytes) -> int:
-    v = int.from_bytes(data, "big")
-    if v >= P:
-        raise InvalidProof("non-canonical scalar")
-    return v
-
-
-def _rand(rng: RandomSource) -> int:
-    return int.from_bytes(rng.bytes(64), "big") % P
-
-
-def _centred(v: int) -> int:
-    v %= P
-    return v - P if v > P // 2 else v
-
-
-def _inv(v: int) -> int:
-    return pow(v, P - 2, P)
-
-
-def _ip(a: Sequence[int], b: Sequence[int]) -> int:
-    return sum(x * y for x, y in zip(a, b, strict=True)) % P
-
-
-class _Transcript:
-    """SHA-256 Fiat-Shamir transcript with length-prefixed, labelled absorbs."""
-
-    def __init__(self, context: bytes) -> None:
-        self._h = hashlib.sha256(_LABEL)
-        self.absorb(b"ctx", context)
-
-    def absorb(self, label: bytes, data: bytes) -> None:
-        self._h.update(struct.pack(">H", len(label)) + label)
-        self._h.update(struct.pack(">Q", len(data)) + data)
-
-    def challenge_bytes(self, label: bytes, n: int) -> bytes:
-        """``n`` pseudorandom bytes (SHAKE-256 of the state); the state absorbs their seed."""
-        self.absorb(b"challenge", label)
-        seed = self._h.copy().digest()
-        self._h.update(seed)
-        return hashlib.shake_256(b"secagg-xof" + seed).digest(n)
-
-    def challenge(self, label: bytes) -> int:
-        """A non-zero field element (512 bits reduced mod p: bias below 2^-256)."""
-        for ctr in range(256):
-            v = int.from_bytes(self.challenge_bytes(label + bytes([ctr]), 64), "big") % P
-            if v:
-                return v
-        raise AssertionError("unreachable")  # pragma: no cover
-
-
-# ------------------------------------------------------------------------ exact integer algebra
-#
-# Vectors are int64 matrices of 16-bit limbs: value = sum_l col_l * 2^(16 l), every entry in
-# [-2^16, 2^16]. A float64 matrix product of two such matrices is exact while the inner
-# dimension is below 2^20 (2^32 * 2^20 < 2^53), which MAX_DIM / TARGET_ROWS guarantees.
-
-
-def _split(v: I64, limbs: int) -> I64:
-    """Signed 16-bit limb split of an int64 vector (low limbs in [0, 2^16), top limb signed)."""
-    out = np.empty((v.shape[0], limbs), dtype=np.int64)
-    cur = v.copy()
-    for j in range(limbs - 1):
-        out[:, j] = cur & _MASK16
-        cur >>= _LIMB
-    out[:, limbs - 1] = cur
-    if np.any(np.abs(cur) > 1 << _LIMB):
-        raise AssertionError("limb overflow")  # pragma: no cover - callers size limbs
-    return out
-
-
-def _normalise(y: I64, limbs: int) -> I64:
-    """Carry an int64 limb matrix (entries up to 2^40) into ``limbs`` 16-bit limbs."""
-    out = np.zeros((y.shape[0], limbs), dtype=np.int64)
-    carry = np.zeros(y.shape[0], dtype=np.int64)
-    for j in range(limbs):
-        cur = carry + (y[:, j] if j < y.shape[1] else 0)
-        if j == limbs - 1:
-            out[:, j] = cur
-        else:
-            out[:, j] = cur & _MASK16
-            carry = cur >> _LIMB
-    if np.any(np.abs(out[:, -1]) > 1 << _LIMB):
-        raise AssertionError("limb overflow")  # pragma: no cover
-    return out
-
-
-def _from_bytes_limbs(data: bytes, count: int, limbs: int) -> I64:
-    """``count`` little-endian unsigned integers of ``2*limbs`` bytes as a limb matrix."""
-    arr = np.frombuffer(data, dtype="<u2", count=count * limbs)
-    return arr.reshape(count, limbs).astype(np.int64)
-
-
-def _field_limbs(values: Sequence[int]) -> I64:
-    """Field elements (reduced mod p) as 16 limbs of 16 bits."""
-    raw = b"".join((v % P).to_bytes(32, "little") for v in values)
-    return _from_bytes_limbs(raw, len(values), 16)
-
-
-_POW16 = np.array([1 << (_LIMB * j) for j in range(64)], dtype=object)
-
-
-def _recombine(mat: npt.NDArray[Any]) -> list[int]:
-    """Rows of a limb matrix (int64 or float64 holding exact integers) as ints mod p."""
-    m = np.rint(mat).astype(np.int64) if mat.dtype != np.int64 else mat
-    vals = m.astype(object).dot(_POW16[: m.shape[1]])
-    return [int(v) % P for v in vals]
-
-
-def _gram(x: I64, y: I64) -> I64:
-    """Exact ``x.T @ y`` for limb matrices (float64 BLAS; exact by the bounds above)."""
-    return np.rint(x.T.astype(np.float64) @ y.astype(np.float64)).astype(np.int64)
-
-
-def _fold(x: I64, coefs: Sequence[int]) -> list[int]:
-    """``x @ coefs`` mod p for a limb matrix ``x`` (b x c) and field coefficients (c)."""
-    prod = x.astype(np.float64) @ _field_limbs(coefs).astype(np.float64)
-    return _recombine(prod)
+MAX_RING_BITS = 32
+_LABEL = b"secagg/v2/verify/norm-rows"
+_MAGIC = b"SNR2"
+_HEADER = struct.Struct(">4sIIIHHBBB")  # magic, d, a, b, m, slack, IPA rounds, J, z bytes
 
 
 # ----------------------------------------------------------------------------- public types
@@ -393,18 +198,52 @@ class Opening:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckStatement:
+    """Public side of the consistency relation ``R x + 2^W q + M = Y`` (SPEC.md D12).
+
+    ``seed`` fixes ``R`` (:class:`~secagg.verify.projection.Projection` of length ``d``);
+    ``ring_bits`` is ``W``; ``y`` the ``J`` integers ``R y_u`` of the masked upload;
+    ``masks`` the point ``C_M``; ``carry_bound`` a public bound on the carries of the masked
+    sum (``|c_i| <= carry_bound``; the number of masks a client adds suffices).
+    """
+
+    seed: bytes
+    ring_bits: int
+    y: tuple[int, ...]
+    masks: Any
+    carry_bound: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.ring_bits <= MAX_RING_BITS:
+            raise InvalidProof("ring bits out of range")
+        if len(self.y) != CHECK_ROWS or not 1 <= self.carry_bound < 1 << 32:
+            raise InvalidProof("malformed consistency statement")
+        if not 16 <= len(self.seed) <= 64:
+            raise InvalidProof("projection seed must be 16..64 bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckWitness:
+    """The prover's side of :class:`CheckStatement`: the opening of ``C_M``."""
+
+    masks: tuple[int, ...]
+    blinding: int
+
+
+@dataclass(frozen=True, slots=True)
 class NormProof:
-    """Norm-bound proof; see the module docstring for the messages."""
+    """Norm-bound proof; the messages are named after ``threat_models/verification.md``."""
 
     d: int
-    D: tuple[Any, ...]  # H-side row commitments
-    Cs: Any
-    Ds: Any
-    Cy: Any
+    D: tuple[Any, ...]  # H-side copies of the rows
+    Cs: Any  # slack, G side
+    Ds: Any  # slack, H side
+    Cq: Any | None  # projected carries q (consistency only)
+    Cmu: Any  # JL mask
     SG: Any
     SH: Any
     z: tuple[int, ...]
-    T: tuple[Any, ...]  # coefficient commitments, exponents -(a+3)..-1 then 1..a+2
+    T: tuple[Any, ...]  # coefficient commitments, in the order of _exponents
     t_hat: int
     tau: int
     mu: int
@@ -412,19 +251,32 @@ class NormProof:
     Rs: tuple[Any, ...]
     a_fin: int
     b_fin: int
+    z_bytes: int = 8
+
+    @property
+    def checked(self) -> bool:
+        """Whether the proof carries the consistency relation."""
+        return self.Cq is not None
+
+    def _points(self) -> list[Any]:
+        extra = [self.Cq] if self.Cq is not None else []
+        return [
+            *self.D, self.Cs, self.Ds, *extra, self.Cmu, self.SG, self.SH, *self.T,
+            *self.Ls, *self.Rs,
+        ]  # fmt: skip
 
     def to_bytes(self) -> bytes:
-        """Header, points (compressed), ``z`` (8-byte signed), scalars (32-byte canonical)."""
+        """Header, points (compressed), ``z`` (signed, fixed width), scalars (32 bytes)."""
         a, b = layout(self.d)
-        head = _HEADER.pack(_MAGIC, self.d, a, b, JL_ROWS, SLACK_LEN, len(self.Ls))
-        pts = [
-            *self.D, self.Cs, self.Ds, self.Cy, self.SG, self.SH, *self.T, *self.Ls, *self.Rs,
-        ]  # fmt: skip
+        head = _HEADER.pack(
+            _MAGIC, self.d, a, b, JL_ROWS, SLACK_LEN, len(self.Ls),
+            CHECK_ROWS if self.checked else 0, self.z_bytes,
+        )  # fmt: skip
         scs = [self.t_hat, self.tau, self.mu, self.a_fin, self.b_fin]
         return (
             head
-            + b"".join(_pt_bytes(p) for p in pts)
-            + b"".join(v.to_bytes(8, "big", signed=True) for v in self.z)
+            + b"".join(_pt_bytes(p) for p in self._points())
+            + b"".join(v.to_bytes(self.z_bytes, "big", signed=True) for v in self.z)
             + b"".join(s.to_bytes(_SCALAR, "big") for s in scs)
         )
 
@@ -433,31 +285,43 @@ class NormProof:
         """Parse :meth:`to_bytes` with exact size checks; raises :class:`InvalidProof`."""
         if len(data) < _HEADER.size:
             raise InvalidProof("proof too short")
-        magic, d, a, b, m, ell, rounds = _HEADER.unpack_from(data)
+        magic, d, a, b, m, ell, rounds, j, zb = _HEADER.unpack_from(data)
         if magic != _MAGIC:
             raise InvalidProof("bad proof magic")
         if not 1 <= d <= MAX_DIM or (a, b) != layout(d):
             raise InvalidProof("proof layout does not match its dimension")
-        if (m, ell, rounds) != (JL_ROWS, SLACK_LEN, b.bit_length() - 1):
+        if (m, ell, rounds) != (JL_ROWS, SLACK_LEN, b.bit_length() - 1) or j not in (
+            0,
+            CHECK_ROWS,
+        ):
             raise InvalidProof("proof parameters out of range")
-        nt = 2 * a + 5
-        npts = a + 5 + nt + 2 * rounds
-        if len(data) != _HEADER.size + npts * _POINT + 8 * m + 5 * _SCALAR:
+        if not 1 <= zb <= 16:
+            raise InvalidProof("projection width out of range")
+        checked = j != 0
+        nt = len(_exponents(a, checked))
+        npts = a + 5 + int(checked) + nt + 2 * rounds
+        if len(data) != _HEADER.size + npts * _POINT + zb * m + 5 * _SCALAR:
             raise InvalidProof("proof has the wrong length")
         off = _HEADER.size
         pts = [_pt_from(data[off + i * _POINT : off + (i + 1) * _POINT]) for i in range(npts)]
         off += npts * _POINT
         z = tuple(
-            int.from_bytes(data[off + 8 * j : off + 8 * (j + 1)], "big", signed=True)
-            for j in range(m)
+            int.from_bytes(data[off + zb * i : off + zb * (i + 1)], "big", signed=True)
+            for i in range(m)
         )
-        off += 8 * m
+        off += zb * m
         scs = [_sc_from(data[off + i * _SCALAR : off + (i + 1) * _SCALAR]) for i in range(5)]
-        q = a + 5
+        it = iter(pts)
+        big_d = tuple(next(it) for _ in range(a))
+        c_s, d_s = next(it), next(it)
+        c_q = next(it) if checked else None
+        c_mu, s_g, s_h = next(it), next(it), next(it)
+        big_t = tuple(next(it) for _ in range(nt))
+        ls = tuple(next(it) for _ in range(rounds))
+        rs = tuple(next(it) for _ in range(rounds))
         return cls(
-            d, tuple(pts[:a]), pts[a], pts[a + 1], pts[a + 2], pts[a + 3], pts[a + 4], z,
-            tuple(pts[q : q + nt]), scs[0], scs[1], scs[2],
-            tuple(pts[q + nt : q + nt + rounds]), tuple(pts[q + nt + rounds :]), scs[3], scs[4],
+            d, big_d, c_s, d_s, c_q, c_mu, s_g, s_h, z, big_t, scs[0], scs[1], scs[2], ls, rs,
+            scs[3], scs[4], zb,
         )  # fmt: skip
 
 
@@ -508,10 +372,20 @@ def _check_bound(bound: int) -> None:
         raise EncodingError(f"bound must be an integer in [0, 2^{MAX_BOUND_BITS})")
 
 
-def _mask_range(d: int, bound: int) -> tuple[int, int]:
-    """``(U, S)``: ``|<R_j, v>| <= U`` for honest ``v``; masks are uniform in ``[-S, S)``."""
-    u = math.isqrt((d + SLACK_LEN) * bound) + 1
+def _q_bound(d: int, check: CheckStatement | None) -> int:
+    """A public bound on ``sum |q_j|`` for an honest prover: ``J * d * carry_bound``."""
+    return 0 if check is None else CHECK_ROWS * d * check.carry_bound
+
+
+def _mask_range(d: int, bound: int, check: CheckStatement | None = None) -> tuple[int, int]:
+    """``(U, S)``: ``|<R'_j, v>| <= U`` for an honest ``v = (x, s, q)`` (Cauchy-Schwarz on
+    ``(x, s)``, the L1 bound on ``q``); JL masks are uniform in ``[-S, S)``."""
+    u = math.isqrt((d + SLACK_LEN) * bound) + 1 + _q_bound(d, check)
     return u, u << REJECTION_BITS
+
+
+def _z_bytes(big_s: int) -> int:
+    return (big_s.bit_length() + 8) // 8  # signed, |z| < S
 
 
 def _slack(n: int) -> list[int]:
@@ -538,115 +412,248 @@ def _jl_block(seed: bytes, k: int, cols: int) -> npt.NDArray[np.int8]:
     return _TRITS[two]
 
 
-def _statement(tr: _Transcript, d: int, a: int, b: int, bound: int, rows: Sequence[Any]) -> None:
+def _statement(
+    tr: _Transcript,
+    d: int,
+    a: int,
+    b: int,
+    bound: int,
+    rows: Sequence[Any],
+    check: CheckStatement | None,
+) -> None:
     tr.absorb(
         b"params",
-        struct.pack(">IIIHHB", d, a, b, JL_ROWS, SLACK_LEN, REJECTION_BITS)
+        struct.pack(">IIIHHBH", d, a, b, JL_ROWS, SLACK_LEN, REJECTION_BITS, CHECK_ROWS)
         + bound.to_bytes(8, "big"),
     )
     tr.absorb(b"C", b"".join(_pt_bytes(p) for p in rows))
+    if check is None:
+        tr.absorb(b"check", b"")
+        return
+    proj = Projection(check.seed, d)
+    tr.absorb(
+        b"check",
+        proj.digest
+        + struct.pack(">BI", check.ring_bits, check.carry_bound)
+        + b"".join(y.to_bytes(16, "big", signed=True) for y in check.y)
+        + _pt_bytes(check.masks),
+    )
 
 
 def _first_message(tr: _Transcript, msg: Sequence[Any]) -> bytes:
-    tr.absorb(b"D", b"".join(_pt_bytes(p) for p in msg))
+    tr.absorb(b"first", b"".join(_pt_bytes(p) for p in msg))
     return tr.challenge_bytes(b"jl", 32)
 
 
 @dataclass(frozen=True, slots=True)
 class _Challenges:
-    zeta: I64  # m x 8 limbs
+    zeta: I64  # m x 8 limbs (128-bit entries)
     theta: I64  # b x 8 limbs
     eta: int
     gamma: int
     delta: int
+    delta_h: int  # weight of the test that G-side commitments carry no H component
+    zeta_c: I64 | None  # J x 8 limbs: batches the J consistency equations
+    gamma_c: int
 
 
-def _challenges(tr: _Transcript, z: Sequence[int], b: int) -> _Challenges:
+def _challenges(tr: _Transcript, z: Sequence[int], b: int, checked: bool) -> _Challenges:
     tr.absorb(b"z", b"".join(v.to_bytes(33, "big", signed=True) for v in z))
     zeta = _from_bytes_limbs(tr.challenge_bytes(b"zeta", 16 * JL_ROWS), JL_ROWS, 8)
     theta = _from_bytes_limbs(tr.challenge_bytes(b"theta", 16 * b), b, 8)
-    return _Challenges(
-        zeta, theta, tr.challenge(b"eta"), tr.challenge(b"gamma"), tr.challenge(b"delta")
-    )
+    eta, gamma, delta = tr.challenge(b"eta"), tr.challenge(b"gamma"), tr.challenge(b"delta")
+    delta_h = tr.challenge(b"delta-h")
+    zeta_c = None
+    gamma_c = 0
+    if checked:
+        zeta_c = _from_bytes_limbs(tr.challenge_bytes(b"zeta-c", 16 * CHECK_ROWS), CHECK_ROWS, 8)
+        gamma_c = tr.challenge(b"gamma-c")
+    return _Challenges(zeta, theta, eta, gamma, delta, delta_h, zeta_c, gamma_c)
 
 
-def _w_blocks(seed: bytes, a: int, b: int, zeta: I64) -> list[I64]:
-    """``w_k = R^(k)T zeta`` as 10-limb matrices (``b`` rows), ``k = 0..a`` (``a``: slack)."""
+def _w_blocks(seed: bytes, count: int, b: int, zeta: I64) -> list[I64]:
+    """``w_k = R'^(k)T zeta`` as 10-limb matrices (``b`` rows) for JL blocks ``0..count-1``.
+
+    Every block covers all ``b`` positions of its row (the slack and carry rows too), so a
+    cheater cannot hide large values in unused positions.
+    """
     zf = zeta.astype(np.float64)
     out = []
-    for k in range(a + 1):
-        # The slack row is projected over all b columns, so a cheater cannot hide large
-        # values in the slack row's unused positions (they would enter the norm unchecked).
+    for k in range(count):
         blk = _jl_block(seed, k, b).astype(np.float64)
         w = np.rint(blk.T @ zf).astype(np.int64)
         out.append(_normalise(w, 10))
     return out
 
 
-def _pad(v: I64, b: int) -> I64:
-    out = np.zeros((b, v.shape[1]), dtype=np.int64)
-    out[: v.shape[0]] = v
-    return out
+def _wc_blocks(check: CheckStatement, d: int, a: int, b: int, zeta_c: I64) -> list[I64]:
+    """``R^T zeta_c`` (the consistency relation's coefficients on ``x``), cut into rows."""
+    full = Projection(check.seed, d).transpose(zeta_c)  # d x 10 normalised 16-bit limbs
+    padded = np.zeros((a * b, full.shape[1]), dtype=np.int64)
+    padded[:d] = full
+    return [padded[k * b : (k + 1) * b] for k in range(a)]
 
 
-def _ip_blocks(g: I64, xoff: int, xl: int, yoff: int, yl: int) -> int:
-    """``<u, v>`` from a Gram matrix of limb columns: sum 2^(16(i+j)) g[xoff+i, yoff+j]."""
-    sub = g[xoff : xoff + xl, yoff : yoff + yl]
-    total = 0
-    for i in range(xl):
-        for j in range(yl):
-            v = int(sub[i, j])
-            if v:
-                total += v << (_LIMB * (i + j))
-    return total % P
+# ----------------------------------------------------------------------------- the slot table
+#
+# Every term of l(X) (G side) and r(X) (H side) is (exponent, coefficient, block, kind):
+# kind "commit" names a commitment (its opening is the block), kind "public" a public vector.
+# threat_models/verification.md lists the table and what each pairing at exponent 0 proves.
+
+_Term = tuple[int, int, str, str]
 
 
-def _public_theta_terms(w: Sequence[I64], ch: _Challenges) -> tuple[list[int], int]:
-    """``<theta, w_k>`` for every k and ``|theta|^2`` (public)."""
-    th = ch.theta
-    cols = np.concatenate([th, *w], axis=1)
-    g = _gram(th, cols)
-    tw = [_ip_blocks(g, 0, 8, 8 + 10 * k, 10) for k in range(len(w))]
-    tt = _ip_blocks(g, 0, 8, 0, 8)
-    return tw, tt
+@dataclass(frozen=True, slots=True)
+class _Exp:
+    """Exponents of the commitments (rows at ``1..a``, ``D`` rows at ``-1..-a``)."""
+
+    a: int
+
+    @property
+    def slack(self) -> int:
+        return self.a + 1
+
+    @property
+    def jl_mask(self) -> int:
+        return self.a + 2
+
+    @property
+    def blind_g(self) -> int:
+        return self.a + 3
+
+    @property
+    def carries(self) -> int:
+        return self.a + 4
+
+    @property
+    def masks(self) -> int:
+        return self.a + 5
+
+    @property
+    def blind_h(self) -> int:  # mirrors no G-side commitment
+        return -(self.a + 6)
 
 
-def _t0_public(bound: int, z: Sequence[int], a: int, w: Sequence[I64], ch: _Challenges) -> int:
-    """The constant coefficient an honest prover's ``<l(e), r(e)>`` has (module docstring)."""
-    tw, tt = _public_theta_terms(w, ch)
-    zeta_vals = _recombine(ch.zeta)
-    zz = sum(zj * v for zj, v in zip(zeta_vals, z, strict=True))
-    eta_k = [pow(ch.eta, k, P) for k in range(1, a + 2)]
-    s1 = sum(ek * t for ek, t in zip(eta_k, tw, strict=True))
-    s2 = sum(ek * ek for ek in eta_k)
-    return (bound + ch.gamma * zz - ch.delta * ch.gamma * s1 - ch.delta * ch.delta * tt * s2) % P
+def _exponents(a: int, checked: bool) -> list[int]:
+    """Exponents of the ``T_s``: every non-zero sum of an l and an r exponent."""
+    top = a + 4 if checked else a + 2
+    return [s for s in range(-(2 * a + 7), top + 1) if s != 0]
 
 
-def _public_vectors(
-    a: int, b: int, e: int, w: Sequence[I64], ch: _Challenges
-) -> tuple[list[int], list[int]]:
-    """The public parts of ``l(e)`` (G side) and ``r(e)`` (H side), one field element each."""
+def _terms(a: int, ch: _Challenges, w_bits: int, checked: bool) -> tuple[list[_Term], list[_Term]]:
+    """The l (G side) and r (H side) terms. Blocks: ``row{k}``, ``slack``, ``mu``, ``sL``,
+    ``q``, ``M`` (G); ``row{k}``, ``slack``, ``sR`` (H); public ``theta``, ``w{k}``, ``ws``,
+    ``wq``, ``wc{k}``, ``zeta``, ``zetac``."""
+    ex = _Exp(a)
+    eta = [pow(ch.eta, k, P) for k in range(a + 2)]
+    g: list[_Term] = []
+    h: list[_Term] = []
+    for k in range(a + 1):  # rows 0..a-1, then the slack row
+        name = f"row{k}" if k < a else "slack"
+        e = k + 1
+        g.append((e, 1, name, "commit"))
+        g.append((e, -ch.delta * eta[e] % P, "theta", "public"))  # row equality (delta)
+        g.append((-e, ch.delta_h * eta[e] % P, "theta", "public"))  # no H part in C (delta_h)
+        h.append((-e, 1, name, "commit"))
+        h.append((-e, ch.gamma, f"w{k}" if k < a else "ws", "public"))  # JL (gamma)
+        h.append((-e, ch.delta * eta[e] % P, "theta", "public"))
+        if checked and k < a:
+            h.append((-e, ch.gamma_c, f"wc{k}", "public"))  # consistency (gamma_c)
+    g.append((ex.jl_mask, 1, "mu", "commit"))
+    h.append((-ex.jl_mask, ch.gamma, "zeta", "public"))
+    g.append((ex.blind_g, 1, "sL", "commit"))
+    h.append((ex.blind_h, 1, "sR", "commit"))
+    if checked:
+        g.append((ex.carries, 1, "q", "commit"))
+        h.append((-ex.carries, ch.gamma, "wq", "public"))
+        h.append((-ex.carries, ch.gamma_c * (1 << w_bits) % P, "zetac", "public"))
+        g.append((ex.masks, 1, "M", "commit"))
+        h.append((-ex.masks, ch.gamma_c, "zetac", "public"))
+    return g, h
+
+
+def _public_blocks(
+    seed: bytes, a: int, b: int, d: int, ch: _Challenges, check: CheckStatement | None
+) -> dict[str, I64]:
+    """Every public vector of the table as a ``b x L`` limb matrix."""
+    w = _w_blocks(seed, a + (2 if check is not None else 1), b, ch.zeta)
+    blocks: dict[str, I64] = {f"w{k}": w[k] for k in range(a)}
+    blocks["ws"] = w[a]
+    blocks["theta"] = ch.theta
+    blocks["zeta"] = _pad(ch.zeta, b)
+    if check is not None:
+        assert ch.zeta_c is not None
+        blocks["wq"] = w[a + 1]
+        blocks["zetac"] = _pad(ch.zeta_c, b)
+        for k, blk in enumerate(_wc_blocks(check, d, a, b, ch.zeta_c)):
+            blocks[f"wc{k}"] = blk
+    return blocks
+
+
+def _power(e: int, ei: int, s: int) -> int:
+    return pow(e, s, P) if s >= 0 else pow(ei, -s, P)
+
+
+def _fold_terms(
+    terms: Sequence[_Term], blocks: dict[str, I64], e: int, kinds: tuple[str, ...]
+) -> list[int]:
+    """``sum coef * e^exp * block`` over the terms of the given kinds, as field elements."""
     ei = _inv(e)
-    eta_k = [pow(ch.eta, k, P) for k in range(1, a + 2)]
-    cg = -ch.delta * sum(pow(e, k + 1, P) * ek for k, ek in enumerate(eta_k)) % P
-    theta_vals = _recombine(ch.theta)
-    pub_g = [cg * t % P for t in theta_vals]
-    # H side: sum_k e^-k (gamma w_k + delta eta^k theta) + e^-(a+2) gamma zeta
-    cols = [np.concatenate(list(w), axis=1), ch.theta, _pad(ch.zeta, b)]
-    coefs: list[int] = []
-    for k in range(a + 1):
-        c = ch.gamma * pow(ei, k + 1, P) % P
-        coefs.extend(c << (_LIMB * j) for j in range(10))
-    ct = ch.delta * sum(pow(ei, k + 1, P) * ek for k, ek in enumerate(eta_k)) % P
-    coefs.extend(ct << (_LIMB * j) for j in range(8))
-    cz = ch.gamma * pow(ei, a + 2, P) % P
-    coefs.extend(cz << (_LIMB * j) for j in range(8))
-    pub_h = _fold(np.concatenate(cols, axis=1), coefs)
-    return pub_g, pub_h
+    coef: dict[str, int] = {}
+    for ex, c, name, kind in terms:
+        if kind in kinds:
+            coef[name] = (coef.get(name, 0) + c * _power(e, ei, ex)) % P
+    names = [n for n in coef if coef[n]]
+    if not names:
+        return [0] * next(iter(blocks.values())).shape[0]
+    mats = [blocks[n] for n in names]
+    exps = [
+        coef[n] << (_LIMB * j) for n, m in zip(names, mats, strict=True) for j in range(m.shape[1])
+    ]
+    return _fold(np.concatenate(mats, axis=1), exps)
 
 
-def _exponents(a: int) -> list[int]:
-    return [*range(-(a + 3), 0), *range(1, a + 3)]
+def _t0_public(
+    bound: int, z: Sequence[int], ch: _Challenges, check: CheckStatement | None,
+    g_terms: Sequence[_Term], h_terms: Sequence[_Term], blocks: dict[str, I64],
+) -> int:  # fmt: skip
+    """The constant coefficient of ``<l(X), r(X)>`` an honest prover has: the relations'
+    values ``bound + gamma <zeta, z> + gamma_c <zeta_c, Y>`` plus every public x public pair
+    at exponent 0 (module docstring; verification.md)."""
+    zeta_vals = _recombine(ch.zeta)
+    t0 = bound + ch.gamma * sum(zj * v for zj, v in zip(zeta_vals, z, strict=True))
+    if check is not None:
+        assert ch.zeta_c is not None
+        zc = _recombine(ch.zeta_c)
+        t0 += ch.gamma_c * sum(zj * y for zj, y in zip(zc, check.y, strict=True))
+    pub_g = [t for t in g_terms if t[3] == "public"]
+    pub_h = [t for t in h_terms if t[3] == "public"]
+    pairs = [
+        (cg * ch_ % P, gn, hn)
+        for eg, cg, gn, _ in pub_g
+        for eh, ch_, hn, _ in pub_h
+        if eg + eh == 0
+    ]
+    if pairs:
+        gnames = sorted({gn for _, gn, _ in pairs})
+        hnames = sorted({hn for _, _, hn in pairs})
+        gmat = np.concatenate([blocks[n] for n in gnames], axis=1)
+        hmat = np.concatenate([blocks[n] for n in hnames], axis=1)
+        gram = _gram(gmat, hmat)
+        goff = dict(
+            zip(
+                gnames, np.cumsum([0] + [blocks[n].shape[1] for n in gnames]).tolist(), strict=False
+            )
+        )
+        hoff = dict(
+            zip(
+                hnames, np.cumsum([0] + [blocks[n].shape[1] for n in hnames]).tolist(), strict=False
+            )
+        )
+        for c, gn, hn in pairs:
+            ipv = _ip_blocks(gram, goff[gn], blocks[gn].shape[1], hoff[hn], blocks[hn].shape[1])
+            t0 += c * ipv
+    return t0 % P
 
 
 # ----------------------------------------------------------------------------- API
@@ -664,6 +671,26 @@ def commit(
     pts = tuple(_msm_small(b"G", rows[k].tolist(), h0, blind[k]) for k in range(a))
     c = Commitment(pts, v.shape[0])
     return c, Opening(v, blind, c)
+
+
+def commit_short(values: Sequence[int], blinding: int) -> Any:
+    """``<values, G[:len]> + blinding * H0`` for up to :data:`CHECK_ROWS` integers: the mask
+    projection claims of SPEC.md D12 (deterministic blinding, so both ends of a pair agree)."""
+    if not 1 <= len(values) <= CHECK_ROWS:
+        raise EncodingError(f"a short commitment holds 1..{CHECK_ROWS} values")
+    return _msm([*_gens(b"G", len(values)), _base(b"H0")], [*(int(v) for v in values), blinding])
+
+
+def point_bytes(point: Any) -> bytes:
+    """The canonical 48-byte compressed encoding of a G1 point."""
+    return _pt_bytes(point)
+
+
+def point_from_bytes(data: bytes) -> Any:
+    """Parse :func:`point_bytes`; raises :class:`InvalidProof` unless canonical."""
+    if len(data) != _POINT:
+        raise InvalidProof("a G1 point is 48 bytes")
+    return _pt_from(data)
 
 
 def check_opening(
@@ -703,18 +730,46 @@ def check_opening(
         raise InvalidProof("the commitments do not open to the unmasked sum")
 
 
-def prove_norm(opening: Opening, bound: int, context: bytes, rng: RandomSource) -> NormProof:
-    """Prove ``sum x_i^2 <= bound`` for the vector committed in ``opening.commitment``.
+def prove_norm(
+    opening: Opening,
+    bound: int,
+    context: bytes,
+    rng: RandomSource,
+    check: tuple[CheckStatement, CheckWitness] | None = None,
+) -> NormProof:
+    """Prove ``sum x_i^2 <= bound`` for the vector committed in ``opening.commitment`` and,
+    with ``check``, the consistency relation of SPEC.md D12.
 
-    Raises :class:`EncodingError` if the vector breaks the bound (an honest prover never
-    produces a proof that would fail).
+    Raises :class:`EncodingError` if the vector breaks the bound or the consistency data do
+    not satisfy the relation over the integers (an honest prover never produces a proof that
+    would fail).
     """
     _check_bound(bound)
     v = _as_vector(opening.x)
     norm2 = sum(int(t) * int(t) for t in v.tolist())
     if norm2 > bound:
         raise EncodingError("squared L2 norm exceeds the bound")
-    return _prove(v, opening, bound, context, rng, _slack(bound - norm2))
+    q: list[int] | None = None
+    if check is not None:
+        q = _carries(v, check[0], check[1])
+    return _prove(v, opening, bound, context, rng, _slack(bound - norm2), check, q)
+
+
+def _carries(v: I64, st: CheckStatement, wit: CheckWitness) -> list[int]:
+    """``q = (Y - R x - M) / 2^W``, exactly; raises unless it is an integer vector within the
+    honest range (the client's own data are then inconsistent)."""
+    if len(wit.masks) != CHECK_ROWS:
+        raise EncodingError(f"the masks' projection has {CHECK_ROWS} entries")
+    rx = Projection(st.seed, v.shape[0]).apply(v)[0]
+    q: list[int] = []
+    for y, r, m in zip(st.y, rx, wit.masks, strict=True):
+        num = y - r - m
+        if num % (1 << st.ring_bits):
+            raise EncodingError("upload, vector and masks are inconsistent modulo 2^W")
+        q.append(num >> st.ring_bits)
+    if sum(abs(t) for t in q) > _q_bound(v.shape[0], st):
+        raise EncodingError("projected carries out of range: the masks do not match")
+    return q
 
 
 def _prove(
@@ -724,247 +779,196 @@ def _prove(
     context: bytes,
     rng: RandomSource,
     slack: Sequence[int],
+    check: tuple[CheckStatement, CheckWitness] | None = None,
+    q: Sequence[int] | None = None,
     *,
     force: bool = False,
 ) -> NormProof:
-    """The prover without honesty checks (tests pass a forged ``slack`` to build cheats).
+    """The prover without honesty checks (tests pass a forged ``slack`` or ``q``).
 
     ``force`` (tests only) keeps the last ``z`` when rejection sampling never accepts.
     """
     d = v.shape[0]
     a, b = layout(d)
+    ex = _Exp(a)
+    st = check[0] if check is not None else None
+    checked = st is not None
     rows = _rows(v, a, b)
     g, h, h0, ut, ui = _gens(b"G", b), _gens(b"H", b), _base(b"H0"), _base(b"Ut"), _base(b"Ui")
-    big_u, big_s = _mask_range(d, bound)
+    big_u, big_s = _mask_range(d, bound, st)
+    zb = _z_bytes(big_s)
     rho = list(opening.blindings)
 
-    # H-side rows, slack on both sides, blinding rows: fixed across rejection attempts.
+    # First message, fixed across rejection attempts: H-side rows, slack, carries, blinding rows.
     sig = [_rand(rng) for _ in range(a)]
     big_d = [_msm_small(b"H", rows[k].tolist(), h0, sig[k]) for k in range(a)]
-    s_vec = [int(t) % P for t in slack]  # honest: SLACK_LEN entries; a forger may use up to b
+    s_vec = [int(t) for t in slack]  # honest: SLACK_LEN entries; a forger may use up to b
     rho_s, sig_s = _rand(rng), _rand(rng)
-    c_s = _msm_small(b"G", s_vec, h0, rho_s)
-    d_s = _msm_small(b"H", s_vec, h0, sig_s)
+    c_s = _msm_small(b"G", [t % P for t in s_vec], h0, rho_s)
+    d_s = _msm_small(b"H", [t % P for t in s_vec], h0, sig_s)
+    q_vec = [int(t) for t in q] if q is not None else []
+    rho_q = _rand(rng)
+    c_q = _msm_small(b"G", q_vec, h0, rho_q) if checked else None
     s_l = [_rand(rng) for _ in range(b)]
     s_r = [_rand(rng) for _ in range(b)]
     rho_l, sig_r = _rand(rng), _rand(rng)
     s_g = _msm([*g, h0], [*s_l, rho_l])
     s_h = _msm([*h, h0], [*s_r, sig_r])
+    fixed = [*big_d, c_s, d_s, *([c_q] if c_q is not None else [])]
 
     for _ in range(MAX_ATTEMPTS):
-        y = [int.from_bytes(rng.bytes(8), "big") % (2 * big_s) - big_s for _ in range(JL_ROWS)]
-        rho_y = _rand(rng)
-        c_y = _msm_small(b"G", y, h0, rho_y)
-        tr = _Transcript(context)
-        _statement(tr, d, a, b, bound, opening.commitment.points)
-        seed = _first_message(tr, [*big_d, c_s, d_s, c_y, s_g, s_h])
-        rv = np.zeros(JL_ROWS, dtype=np.int64)
+        mu_v = [_uniform_range(rng, -big_s, big_s) for _ in range(JL_ROWS)]
+        rho_mu = _rand(rng)
+        c_mu = _msm_small(b"G", mu_v, h0, rho_mu)
+        tr = _Transcript(_LABEL, context)
+        _statement(tr, d, a, b, bound, opening.commitment.points, st)
+        seed = _first_message(tr, [*fixed, c_mu, s_g, s_h])
+        acc = np.zeros(JL_ROWS, dtype=object)
         for k in range(a):
             blk = _jl_block(seed, k, b).astype(np.float64)
-            rv += np.rint(blk @ rows[k].astype(np.float64)).astype(np.int64)
-        rs = _jl_block(seed, a, b)[:, : len(s_vec)].astype(np.int64)
-        rv_list = [int(t) for t in rv.tolist()]
-        rs_list = [
-            sum(int(c) * s for c, s in zip(rs[j].tolist(), s_vec, strict=True))
-            for j in range(JL_ROWS)
-        ]
-        z = [_centred(r1 + r2 + yj) for r1, r2, yj in zip(rv_list, rs_list, y, strict=True)]
+            acc += np.rint(blk @ rows[k].astype(np.float64)).astype(np.int64).astype(object)
+        for k, vec in ((a, s_vec), (a + 1, q_vec)):
+            if vec:
+                blk = _jl_block(seed, k, b)[:, : len(vec)].astype(object)
+                acc += blk.dot(np.array(vec, dtype=object))
+        z = [_centred_int(int(r) + m) for r, m in zip(acc.tolist(), mu_v, strict=True)]
         if all(abs(zj) <= big_s - big_u for zj in z):
             break
     else:  # an honest prover gets here with probability about 0.12^64
         if not force:
             raise EncodingError("rejection sampling did not accept (is the slack forged?)")
 
-    ch = _challenges(tr, z, b)
-    w = _w_blocks(seed, a, b, ch.zeta)
+    ch = _challenges(tr, z, b, checked)
+    blocks = _public_blocks(seed, a, b, d, ch, st)
+    gl = {f"row{k}": _split(rows[k], 2) for k in range(a)}
+    gl["slack"] = _pad(_signed_limbs(s_vec), b)
+    gl["mu"] = _pad(_signed_limbs(mu_v), b)
+    gl["sL"] = _field_limbs(s_l)
+    hl = {f"row{k}": gl[f"row{k}"] for k in range(a)}
+    hl["slack"] = gl["slack"]
+    hl["sR"] = _field_limbs(s_r)
+    if checked:
+        assert check is not None
+        gl["q"] = _pad(_signed_limbs(q_vec), b)
+        gl["M"] = _pad(_signed_limbs([int(m) for m in check[1].masks]), b)
+    g_terms, h_terms = _terms(a, ch, st.ring_bits if st else 0, checked)
+    gblocks = {**blocks, **gl}
+    hblocks = {**blocks, **hl}
 
-    # Limb columns. G side: rows (2 limbs), slack (16: any field element), y (4), theta (8),
-    # s_L (16). H side: rows (2), slack (16), w_0..w_a (10 each), theta (8), zeta (8), s_R (16).
-    row_l = [_split(rows[k], 2) for k in range(a)]
-    slack_l = _pad(_field_limbs(s_vec), b)
-    y_l = _pad(_split(np.array(y, dtype=np.int64), 4), b)
-    sl_l, sr_l = _field_limbs(s_l), _field_limbs(s_r)
-    theta, zeta = ch.theta, _pad(ch.zeta, b)
-    gx = [*row_l, slack_l, y_l, theta, sl_l]
-    hy = [*row_l, slack_l, *w, theta, zeta, sr_l]
-    gram = _gram(np.concatenate(gx, axis=1), np.concatenate(hy, axis=1))
-    gofs = np.cumsum([0, *(m.shape[1] for m in gx)]).tolist()
-    hofs = np.cumsum([0, *(m.shape[1] for m in hy)]).tolist()
-
-    # Terms: (exponent, [(coef, block index, side)]).
-    eta_k = [pow(ch.eta, k, P) for k in range(1, a + 2)]
-    gi_theta, gi_y, gi_sl = a + 2, a + 1, a + 3
-    hi_w0, hi_theta, hi_zeta, hi_sr = a + 1, 2 * a + 2, 2 * a + 3, 2 * a + 4
-    l_terms: list[tuple[int, list[tuple[int, int]]]] = []
-    r_terms: list[tuple[int, list[tuple[int, int]]]] = []
-    for k in range(a + 1):  # data rows 0..a-1 and the slack row a
-        l_terms.append((k + 1, [(1, k), (-ch.delta * eta_k[k] % P, gi_theta)]))
-        r_terms.append(
-            (-(k + 1), [(1, k), (ch.gamma, hi_w0 + k), (ch.delta * eta_k[k] % P, hi_theta)])
-        )
-    l_terms.append((a + 2, [(1, gi_y)]))
-    l_terms.append((a + 3, [(1, gi_sl)]))
-    r_terms.append((-(a + 2), [(ch.gamma, hi_zeta)]))
-    r_terms.append((-(a + 4), [(1, hi_sr)]))
-
-    cache: dict[tuple[int, int], int] = {}
-
-    def ip(gb: int, hb: int) -> int:
-        key = (gb, hb)
-        if key not in cache:
-            cache[key] = _ip_blocks(
-                gram, gofs[gb], gofs[gb + 1] - gofs[gb], hofs[hb], hofs[hb + 1] - hofs[hb]
-            )
-        return cache[key]
-
-    coeff: dict[int, int] = {}
-    for el, lt in l_terms:
-        for er, rt in r_terms:
-            acc = 0
-            for c1, gb in lt:
-                for c2, hb in rt:
-                    acc += c1 * c2 * ip(gb, hb)
-            coeff[el + er] = (coeff.get(el + er, 0) + acc) % P
-    exps = _exponents(a)
+    coeff = _coefficients(g_terms, h_terms, gblocks, hblocks)
+    exps = _exponents(a, checked)
+    if any(s not in exps and s != 0 and coeff[s] for s in coeff):  # pragma: no cover
+        raise AssertionError("a coefficient outside the committed exponents")
     taus = {s: _rand(rng) for s in exps}
     big_t = [_msm([ut, h0], [coeff.get(s, 0), taus[s]]) for s in exps]
     tr.absorb(b"T", b"".join(_pt_bytes(p) for p in big_t))
     e = tr.challenge(b"e")
     ei = _inv(e)
 
-    # l(e), r(e) as field vectors.
-    gcoef = [0] * len(gx)
-    for el, lt in l_terms:
-        ee = pow(e, el, P) if el > 0 else pow(ei, -el, P)
-        for c, gb in lt:
-            gcoef[gb] = (gcoef[gb] + ee * c) % P
-    hcoef = [0] * len(hy)
-    for er, rt in r_terms:
-        ee = pow(e, er, P) if er > 0 else pow(ei, -er, P)
-        for c, hb in rt:
-            hcoef[hb] = (hcoef[hb] + ee * c) % P
-    gexp = [c << (_LIMB * j) for c, m in zip(gcoef, gx, strict=True) for j in range(m.shape[1])]
-    hexp = [c << (_LIMB * j) for c, m in zip(hcoef, hy, strict=True) for j in range(m.shape[1])]
-    l_vec = _fold(np.concatenate(gx, axis=1), gexp)
-    r_vec = _fold(np.concatenate(hy, axis=1), hexp)
+    l_vec = _fold_terms(g_terms, gblocks, e, ("commit", "public"))
+    r_vec = _fold_terms(h_terms, hblocks, e, ("commit", "public"))
     t_hat = _ip(l_vec, r_vec)
-    tau = sum((pow(e, s, P) if s > 0 else pow(ei, -s, P)) * taus[s] for s in exps) % P
-    mu = (
-        sum(pow(e, k + 1, P) * rho[k] for k in range(a))
-        + pow(e, a + 1, P) * rho_s
-        + pow(e, a + 2, P) * rho_y
-        + pow(e, a + 3, P) * rho_l
-        + sum(pow(ei, k + 1, P) * sig[k] for k in range(a))
-        + pow(ei, a + 1, P) * sig_s
-        + pow(ei, a + 4, P) * sig_r
-    ) % P
+    tau = sum(_power(e, ei, s) * taus[s] for s in exps) % P
+    blind_of = {
+        **{(k + 1): rho[k] for k in range(a)},
+        ex.slack: rho_s, ex.jl_mask: rho_mu, ex.blind_g: rho_l,
+        **{-(k + 1): sig[k] for k in range(a)},
+        -ex.slack: sig_s, ex.blind_h: sig_r,
+    }  # fmt: skip
+    if checked:
+        assert check is not None
+        blind_of[ex.carries] = rho_q
+        blind_of[ex.masks] = check[1].blinding
+    mu = sum(_power(e, ei, s) * r for s, r in blind_of.items()) % P
     tr.absorb(b"scalars", b"".join(val.to_bytes(32, "big") for val in (t_hat, tau, mu)))
     u0 = tr.challenge(b"u")
     ls, rs_, a_fin, b_fin = _ipa_prove(tr, g, h, _msm([ui], [u0]), l_vec, r_vec)
     return NormProof(
-        d, tuple(big_d), c_s, d_s, c_y, s_g, s_h, tuple(z), tuple(big_t), t_hat, tau, mu,
-        ls, rs_, a_fin, b_fin,
+        d, tuple(big_d), c_s, d_s, c_q, c_mu, s_g, s_h, tuple(z), tuple(big_t), t_hat, tau, mu,
+        ls, rs_, a_fin, b_fin, zb,
     )  # fmt: skip
 
 
-EXPLICIT_IPA_LENGTH = 512  # below this the IPA folds materialised generators
+def _centred_int(v: int) -> int:
+    v %= P
+    return v - P if v > P // 2 else v
 
 
-def _ipa_prove(
-    tr: _Transcript, gv: list[Any], hv: list[Any], u_base: Any, a: list[int], b: list[int]
-) -> tuple[tuple[Any, ...], tuple[Any, ...], int, int]:
-    """Inner-product argument for ``<a, G> + <b, H> + <a, b> U``.
-
-    Two regimes, same transcript. While the vectors are long, generators are never folded
-    point by point (a scalar multiplication costs ~0.3 ms, a term of a large MSM ~30 us):
-    each folded generator is a coefficient vector over the original ones and ``L``, ``R`` are
-    MSMs over the originals (cost ``2b`` terms a round). Once the length is at most
-    :data:`EXPLICIT_IPA_LENGTH`, the folded generators are materialised (one small MSM each)
-    and folded explicitly, which is cheaper for the remaining rounds.
-    """
-    n2 = len(a)
-    cg = [1] * n2
-    ch = [1] * n2
-    ls: list[Any] = []
-    rs: list[Any] = []
-    cur = n2
-    while cur > EXPLICIT_IPA_LENGTH:
-        h = cur // 2
-        a_lo, a_hi, b_lo, b_hi = a[:h], a[h:], b[:h], b[h:]
-        blocks = range(0, n2, cur)
-        lg = [ai * cg[q0 + h + j] for q0 in blocks for j, ai in enumerate(a_lo)]
-        lh = [bi * ch[q0 + j] for q0 in blocks for j, bi in enumerate(b_hi)]
-        rg = [ai * cg[q0 + j] for q0 in blocks for j, ai in enumerate(a_hi)]
-        rh = [bi * ch[q0 + h + j] for q0 in blocks for j, bi in enumerate(b_lo)]
-        g_hi = [gv[q0 + h + j] for q0 in blocks for j in range(h)]
-        g_lo = [gv[q0 + j] for q0 in blocks for j in range(h)]
-        h_hi = [hv[q0 + h + j] for q0 in blocks for j in range(h)]
-        h_lo = [hv[q0 + j] for q0 in blocks for j in range(h)]
-        big_l = _msm([*g_hi, *h_lo, u_base], [*lg, *lh, _ip(a_lo, b_hi)])
-        big_r = _msm([*g_lo, *h_hi, u_base], [*rg, *rh, _ip(a_hi, b_lo)])
-        u, ui = _ipa_round(tr, big_l, big_r, ls, rs)
-        a = [(lo * u + hi * ui) % P for lo, hi in zip(a_lo, a_hi, strict=True)]
-        b = [(lo * ui + hi * u) % P for lo, hi in zip(b_lo, b_hi, strict=True)]
-        for q0 in blocks:
-            for j in range(h):
-                cg[q0 + j] = cg[q0 + j] * ui % P
-                cg[q0 + h + j] = cg[q0 + h + j] * u % P
-                ch[q0 + j] = ch[q0 + j] * u % P
-                ch[q0 + h + j] = ch[q0 + h + j] * ui % P
-        cur = h
-    blocks = range(0, n2, cur)
-    if n2 == cur:
-        gf, hf = list(gv[:cur]), list(hv[:cur])
-    else:
-        gf = [
-            _msm([gv[q0 + j] for q0 in blocks], [cg[q0 + j] for q0 in blocks]) for j in range(cur)
-        ]
-        hf = [
-            _msm([hv[q0 + j] for q0 in blocks], [ch[q0 + j] for q0 in blocks]) for j in range(cur)
-        ]
-    while cur > 1:
-        h = cur // 2
-        a_lo, a_hi, b_lo, b_hi = a[:h], a[h:], b[:h], b[h:]
-        big_l = _msm([*gf[h:], *hf[:h], u_base], [*a_lo, *b_hi, _ip(a_lo, b_hi)])
-        big_r = _msm([*gf[:h], *hf[h:], u_base], [*a_hi, *b_lo, _ip(a_hi, b_lo)])
-        u, ui = _ipa_round(tr, big_l, big_r, ls, rs)
-        a = [(lo * u + hi * ui) % P for lo, hi in zip(a_lo, a_hi, strict=True)]
-        b = [(lo * ui + hi * u) % P for lo, hi in zip(b_lo, b_hi, strict=True)]
-        gf = [_msm([gf[j], gf[h + j]], [ui, u]) for j in range(h)]
-        hf = [_msm([hf[j], hf[h + j]], [u, ui]) for j in range(h)]
-        cur = h
-    return tuple(ls), tuple(rs), a[0], b[0]
+def _signed_limbs(values: Sequence[int]) -> I64:
+    """Signed integers (below 2^62 in magnitude) or field elements as limb matrices."""
+    if values and all(-(1 << 62) < int(t) < 1 << 62 for t in values):
+        top = max(abs(int(t)) for t in values) + 1
+        return _split(np.array([int(t) for t in values], dtype=np.int64), _limbs_needed(top))
+    return _field_limbs([int(t) % P for t in values])
 
 
-def _ipa_round(
-    tr: _Transcript, big_l: Any, big_r: Any, ls: list[Any], rs: list[Any]
-) -> tuple[int, int]:
-    tr.absorb(b"L", _pt_bytes(big_l))
-    tr.absorb(b"R", _pt_bytes(big_r))
-    ls.append(big_l)
-    rs.append(big_r)
-    u = tr.challenge(b"ipa")
-    return u, _inv(u)
+def _coefficients(
+    g_terms: Sequence[_Term],
+    h_terms: Sequence[_Term],
+    gblocks: dict[str, I64],
+    hblocks: dict[str, I64],
+) -> dict[int, int]:
+    """Every coefficient of ``<l(X), r(X)>`` from one Gram matrix of limb columns."""
+    gnames = sorted({t[2] for t in g_terms})
+    hnames = sorted({t[2] for t in h_terms})
+    gmat = np.concatenate([gblocks[n] for n in gnames], axis=1)
+    hmat = np.concatenate([hblocks[n] for n in hnames], axis=1)
+    gram = _gram(gmat, hmat)
+    goff = np.cumsum([0] + [gblocks[n].shape[1] for n in gnames]).tolist()
+    hoff = np.cumsum([0] + [hblocks[n].shape[1] for n in hnames]).tolist()
+    gi = {n: i for i, n in enumerate(gnames)}
+    hi = {n: i for i, n in enumerate(hnames)}
+    cache: dict[tuple[str, str], int] = {}
+
+    def ip(gn: str, hn: str) -> int:
+        key = (gn, hn)
+        if key not in cache:
+            i, j = gi[gn], hi[hn]
+            cache[key] = _ip_blocks(
+                gram, goff[i], goff[i + 1] - goff[i], hoff[j], hoff[j + 1] - hoff[j]
+            )
+        return cache[key]
+
+    coeff: dict[int, int] = {}
+    for eg, cg, gn, _ in g_terms:
+        for eh, chh, hn, _ in h_terms:
+            val = ip(gn, hn)
+            if val:
+                s = eg + eh
+                coeff[s] = (coeff.get(s, 0) + cg * chh * val) % P
+    return coeff
 
 
-def verify_norm(commitment: Commitment, proof: NormProof, bound: int, context: bytes) -> None:
-    """Return if ``proof`` shows the committed vector has ``sum x_i^2 <= bound``; else raise.
+def verify_norm(
+    commitment: Commitment,
+    proof: NormProof,
+    bound: int,
+    context: bytes,
+    check: CheckStatement | None = None,
+) -> None:
+    """Return if ``proof`` shows the committed vector has ``sum x_i^2 <= bound`` (and, with
+    ``check``, satisfies its consistency relation); else raise :class:`InvalidProof`.
 
-    Raises :class:`InvalidProof` if the proof is malformed, was made for other parameters, a
-    different commitment or context, or does not verify.
+    Raises if the proof is malformed, was made for other parameters, another commitment,
+    context or consistency statement, or does not verify.
     """
     try:
         _check_bound(bound)
     except EncodingError as exc:
         raise InvalidProof(str(exc)) from exc
     d = commitment.d
+    checked = check is not None
     if proof.d != d:
         raise InvalidProof("proof dimension does not match the commitment")
+    if proof.checked != checked:
+        raise InvalidProof("the proof does not cover the consistency relation asked for")
     a, b = layout(d)
+    ex = _Exp(a)
     rounds = b.bit_length() - 1
+    exps = _exponents(a, checked)
     if (
         len(proof.D) != a
-        or len(proof.T) != 2 * a + 5
+        or len(proof.T) != len(exps)
         or len(proof.Ls) != rounds
         or len(proof.Rs) != rounds
         or len(proof.z) != JL_ROWS
@@ -973,16 +977,19 @@ def verify_norm(commitment: Commitment, proof: NormProof, bound: int, context: b
     for val in (proof.t_hat, proof.tau, proof.mu, proof.a_fin, proof.b_fin):
         if not 0 <= val < P:
             raise InvalidProof("non-canonical scalar")
-    big_u, big_s = _mask_range(d, bound)
+    big_u, big_s = _mask_range(d, bound, check)
+    if proof.z_bytes != _z_bytes(big_s):
+        raise InvalidProof("projection width does not match the statement")
     if any(abs(zj) > big_s - big_u for zj in proof.z):
         raise InvalidProof("projection outside the accepted range (vector too long)")
     g, h, h0, ut, ui = _gens(b"G", b), _gens(b"H", b), _base(b"H0"), _base(b"Ut"), _base(b"Ui")
 
-    tr = _Transcript(context)
-    _statement(tr, d, a, b, bound, commitment.points)
-    seed = _first_message(tr, [*proof.D, proof.Cs, proof.Ds, proof.Cy, proof.SG, proof.SH])
-    ch = _challenges(tr, proof.z, b)
-    w = _w_blocks(seed, a, b, ch.zeta)
+    tr = _Transcript(_LABEL, context)
+    _statement(tr, d, a, b, bound, commitment.points, check)
+    fixed = [*proof.D, proof.Cs, proof.Ds, *([proof.Cq] if checked else [])]
+    seed = _first_message(tr, [*fixed, proof.Cmu, proof.SG, proof.SH])
+    ch = _challenges(tr, proof.z, b, checked)
+    blocks = _public_blocks(seed, a, b, d, ch, check)
     tr.absorb(b"T", b"".join(_pt_bytes(p) for p in proof.T))
     e = tr.challenge(b"e")
     ei = _inv(e)
@@ -997,12 +1004,14 @@ def verify_norm(commitment: Commitment, proof: NormProof, bound: int, context: b
         us.append(tr.challenge(b"ipa"))
     weight = tr.challenge(b"batch")
 
+    g_terms, h_terms = _terms(a, ch, check.ring_bits if check else 0, checked)
     # (1) t_hat Ut + tau H0 == t0 Ut + sum_s e^s T_s
-    t0 = _t0_public(bound, proof.z, a, w, ch)
-    exps = _exponents(a)
-    epow = [pow(e, s, P) if s > 0 else pow(ei, -s, P) for s in exps]
-    # (2) IPA: P + t_hat U' + sum(u^2 L + u^-2 R) == a s G + b s^-1 H + a b U'
-    pub_g, pub_h = _public_vectors(a, b, e, w, ch)
+    t0 = _t0_public(bound, proof.z, ch, check, g_terms, h_terms, blocks)
+    epow = [_power(e, ei, s) for s in exps]
+    # (2) IPA: P + t_hat U' + sum(u^2 L + u^-2 R) == a s G + b s^-1 H + a b U', with
+    # P = sum over commitments e^exp X + <public l(e), G> + <public r(e), H> - mu H0.
+    pub_g = _fold_terms(g_terms, blocks, e, ("public",))
+    pub_h = _fold_terms(h_terms, blocks, e, ("public",))
     sg = [1]
     for u in us:
         uinv = _inv(u)
@@ -1011,18 +1020,19 @@ def verify_norm(commitment: Commitment, proof: NormProof, bound: int, context: b
     coef_g = [(pg - proof.a_fin * s) % P for pg, s in zip(pub_g, sg, strict=True)]
     coef_h = [(ph - proof.b_fin * s) % P for ph, s in zip(pub_h, sg_inv, strict=True)]
     ab = proof.a_fin * proof.b_fin % P
+    committed: list[tuple[Any, int]] = [
+        *((commitment.points[k], k + 1) for k in range(a)),
+        (proof.Cs, ex.slack), (proof.Cmu, ex.jl_mask), (proof.SG, ex.blind_g),
+        *((proof.D[k], -(k + 1)) for k in range(a)),
+        (proof.Ds, -ex.slack), (proof.SH, ex.blind_h),
+    ]  # fmt: skip
+    if check is not None:
+        committed += [(proof.Cq, ex.carries), (check.masks, ex.masks)]
     pts = [
-        *commitment.points, proof.Cs, proof.Cy, proof.SG, *proof.D, proof.Ds, proof.SH,
-        h0, ui, *proof.Ls, *proof.Rs, *g, *h, ut, *proof.T,
+        *(pt for pt, _ in committed), h0, ui, *proof.Ls, *proof.Rs, *g, *h, ut, *proof.T,
     ]  # fmt: skip
     scs = [
-        *(pow(e, k + 1, P) for k in range(a)),
-        pow(e, a + 1, P),
-        pow(e, a + 2, P),
-        pow(e, a + 3, P),
-        *(pow(ei, k + 1, P) for k in range(a)),
-        pow(ei, a + 1, P),
-        pow(ei, a + 4, P),
+        *(_power(e, ei, s) for _, s in committed),
         (-proof.mu + weight * proof.tau) % P,
         u0 * (proof.t_hat - ab) % P,
         *(u * u % P for u in us),

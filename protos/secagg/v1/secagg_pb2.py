@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprotos/secagg/v1/secagg.proto\x12\tsecagg.v1\"\x85\x02\n\x0bRoundConfig\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\x0c\x12\r\n\x05round\x18\x03 \x01(\x04\x12\t\n\x01n\x18\x04 \x01(\r\x12\t\n\x01t\x18\x05 \x01(\r\x12\t\n\x01k\x18\x06 \x01(\r\x12\t\n\x01\x64\x18\x07 \x01(\r\x12\x0c\n\x04\x62its\x18\x08 \x01(\r\x12\x0c\n\x04\x63lip\x18\t \x01(\x01\x12\x12\n\nlevel_bits\x18\n \x01(\r\x12\x14\n\x0cmodel_digest\x18\x0b \x01(\x0c\x12\x11\n\tdp_digest\x18\x0c \x01(\x0c\x12\x15\n\rconfig_digest\x18\r \x01(\x0c\x12\x17\n\nnorm_bound\x18\x0e \x01(\x04H\x00\x88\x01\x01\x42\r\n\x0b_norm_bound\"9\n\x0fGetRoundRequest\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x13\n\x0b\x61\x66ter_round\x18\x02 \x01(\x03\"m\n\tRoundInfo\x12&\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x16.secagg.v1.RoundConfig\x12\x18\n\x10stage_deadline_s\x18\x02 \x01(\x01\x12\x10\n\x08\x66inished\x18\x03 \x01(\x08\x12\x0c\n\x04task\x18\x04 \x01(\x0c\"G\n\x0fGetModelRequest\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x12\n\nsession_id\x18\x03 \x01(\x0c\"\x19\n\tModelBlob\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\">\n\rAdvertiseKeys\x12\x0c\n\x04\x63_pk\x18\x01 \x01(\x0c\x12\x0c\n\x04s_pk\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"O\n\x0e\x41\x64vertiseEntry\x12\x0e\n\x06sender\x18\x01 \x01(\r\x12\x0c\n\x04\x63_pk\x18\x02 \x01(\x0c\x12\x0c\n\x04s_pk\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"A\n\x0bShareDigest\x12\x0e\n\x06holder\x18\x01 \x01(\r\x12\x10\n\x08s_digest\x18\x02 \x01(\x0c\x12\x10\n\x08\x62_digest\x18\x03 \x01(\x0c\"0\n\nCiphertext\x12\x0e\n\x06holder\x18\x01 \x01(\r\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\"\x8f\x01\n\tShareKeys\x12\x14\n\x0c\x62_commitment\x18\x01 \x01(\x0c\x12-\n\rshare_digests\x18\x02 \x03(\x0b\x32\x16.secagg.v1.ShareDigest\x12*\n\x0b\x63iphertexts\x18\x03 \x03(\x0b\x32\x15.secagg.v1.Ciphertext\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"S\n\x0bMaskedInput\x12\x0e\n\x06packed\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x12\n\ncommitment\x18\x03 \x01(\x0c\x12\r\n\x05proof\x18\x04 \x01(\x0c\")\n\x14\x43onsistencySignature\x12\x11\n\tsignature\x18\x01 \x01(\x0c\"!\n\x05Share\x12\r\n\x05owner\x18\x01 \x01(\r\x12\t\n\x01y\x18\x02 \x01(\x0c\"V\n\x0cUnmaskShares\x12\"\n\x08\x62_shares\x18\x01 \x03(\x0b\x32\x10.secagg.v1.Share\x12\"\n\x08s_shares\x18\x02 \x03(\x0b\x32\x10.secagg.v1.Share\"\xbe\x02\n\x0e\x43lientEnvelope\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x12\n\nsession_id\x18\x02 \x01(\x0c\x12\x0e\n\x06sender\x18\x03 \x01(\r\x12\x32\n\x0e\x61\x64vertise_keys\x18\n \x01(\x0b\x32\x18.secagg.v1.AdvertiseKeysH\x00\x12*\n\nshare_keys\x18\x0b \x01(\x0b\x32\x14.secagg.v1.ShareKeysH\x00\x12.\n\x0cmasked_input\x18\x0c \x01(\x0b\x32\x16.secagg.v1.MaskedInputH\x00\x12\x36\n\x0b\x63onsistency\x18\r \x01(\x0b\x32\x1f.secagg.v1.ConsistencySignatureH\x00\x12)\n\x06unmask\x18\x0e \x01(\x0b\x32\x17.secagg.v1.UnmaskSharesH\x00\x42\x06\n\x04\x62ody\",\n\tSubmitAck\x12\x1f\n\x05stage\x18\x01 \x01(\x0e\x32\x10.secagg.v1.Stage\"e\n\x0c\x41waitRequest\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x12\n\nsession_id\x18\x02 \x01(\x0c\x12\x11\n\tclient_id\x18\x03 \x01(\r\x12\x1f\n\x05stage\x18\x04 \x01(\x0e\x32\x10.secagg.v1.Stage\"5\n\x07KeyList\x12*\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x19.secagg.v1.AdvertiseEntry\"\x8b\x01\n\x0e\x46orwardedShare\x12\r\n\x05owner\x18\x01 \x01(\r\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\x12\x14\n\x0c\x62_commitment\x18\x03 \x01(\x0c\x12-\n\rshare_digests\x18\x04 \x03(\x0b\x32\x16.secagg.v1.ShareDigest\x12\x11\n\tsignature\x18\x05 \x01(\x0c\"8\n\x0bShareBundle\x12)\n\x06shares\x18\x01 \x03(\x0b\x32\x19.secagg.v1.ForwardedShare\"!\n\x0cSurvivorList\x12\x11\n\tsurvivors\x18\x01 \x03(\r\"3\n\x0eSignatureEntry\x12\x0e\n\x06signer\x18\x01 \x01(\r\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"@\n\x0fSignatureBundle\x12-\n\nsignatures\x18\x01 \x03(\x0b\x32\x19.secagg.v1.SignatureEntry\"C\n\x0cRoundOutcome\x12\x11\n\tcompleted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08included\x18\x03 \x03(\r\"\xbc\x02\n\x0eServerEnvelope\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x12\n\nsession_id\x18\x02 \x01(\x0c\x12\x11\n\trecipient\x18\x03 \x01(\r\x12&\n\x08key_list\x18\n \x01(\x0b\x32\x12.secagg.v1.KeyListH\x00\x12.\n\x0cshare_bundle\x18\x0b \x01(\x0b\x32\x16.secagg.v1.ShareBundleH\x00\x12\x30\n\rsurvivor_list\x18\x0c \x01(\x0b\x32\x17.secagg.v1.SurvivorListH\x00\x12\x36\n\x10signature_bundle\x18\r \x01(\x0b\x32\x1a.secagg.v1.SignatureBundleH\x00\x12*\n\x07outcome\x18\x0e \x01(\x0b\x32\x17.secagg.v1.RoundOutcomeH\x00\x42\x06\n\x04\x62ody*q\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x41\x44VERTISE_KEYS\x10\x01\x12\x0e\n\nSHARE_KEYS\x10\x02\x12\x10\n\x0cMASKED_INPUT\x10\x03\x12\x0f\n\x0b\x43ONSISTENCY\x10\x04\x12\n\n\x06UNMASK\x10\x05\x32\x80\x02\n\nAggregator\x12<\n\x08GetRound\x12\x1a.secagg.v1.GetRoundRequest\x1a\x14.secagg.v1.RoundInfo\x12\x39\n\x06Submit\x12\x19.secagg.v1.ClientEnvelope\x1a\x14.secagg.v1.SubmitAck\x12;\n\x05\x41wait\x12\x17.secagg.v1.AwaitRequest\x1a\x19.secagg.v1.ServerEnvelope\x12<\n\x08GetModel\x12\x1a.secagg.v1.GetModelRequest\x1a\x14.secagg.v1.ModelBlobb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprotos/secagg/v1/secagg.proto\x12\tsecagg.v1\"\x85\x02\n\x0bRoundConfig\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\x0c\x12\r\n\x05round\x18\x03 \x01(\x04\x12\t\n\x01n\x18\x04 \x01(\r\x12\t\n\x01t\x18\x05 \x01(\r\x12\t\n\x01k\x18\x06 \x01(\r\x12\t\n\x01\x64\x18\x07 \x01(\r\x12\x0c\n\x04\x62its\x18\x08 \x01(\r\x12\x0c\n\x04\x63lip\x18\t \x01(\x01\x12\x12\n\nlevel_bits\x18\n \x01(\r\x12\x14\n\x0cmodel_digest\x18\x0b \x01(\x0c\x12\x11\n\tdp_digest\x18\x0c \x01(\x0c\x12\x15\n\rconfig_digest\x18\r \x01(\x0c\x12\x17\n\nnorm_bound\x18\x0e \x01(\x04H\x00\x88\x01\x01\x42\r\n\x0b_norm_bound\"9\n\x0fGetRoundRequest\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x13\n\x0b\x61\x66ter_round\x18\x02 \x01(\x03\"m\n\tRoundInfo\x12&\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x16.secagg.v1.RoundConfig\x12\x18\n\x10stage_deadline_s\x18\x02 \x01(\x01\x12\x10\n\x08\x66inished\x18\x03 \x01(\x08\x12\x0c\n\x04task\x18\x04 \x01(\x0c\"G\n\x0fGetModelRequest\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x12\n\nsession_id\x18\x03 \x01(\x0c\"\x19\n\tModelBlob\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\">\n\rAdvertiseKeys\x12\x0c\n\x04\x63_pk\x18\x01 \x01(\x0c\x12\x0c\n\x04s_pk\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"O\n\x0e\x41\x64vertiseEntry\x12\x0e\n\x06sender\x18\x01 \x01(\r\x12\x0c\n\x04\x63_pk\x18\x02 \x01(\x0c\x12\x0c\n\x04s_pk\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"A\n\x0bShareDigest\x12\x0e\n\x06holder\x18\x01 \x01(\r\x12\x10\n\x08s_digest\x18\x02 \x01(\x0c\x12\x10\n\x08\x62_digest\x18\x03 \x01(\x0c\"0\n\nCiphertext\x12\x0e\n\x06holder\x18\x01 \x01(\r\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\"\x8f\x01\n\tShareKeys\x12\x14\n\x0c\x62_commitment\x18\x01 \x01(\x0c\x12-\n\rshare_digests\x18\x02 \x03(\x0b\x32\x16.secagg.v1.ShareDigest\x12*\n\x0b\x63iphertexts\x18\x03 \x03(\x0b\x32\x15.secagg.v1.Ciphertext\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"Q\n\x0bMaskedInput\x12\x0e\n\x06packed\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x12\n\ncommitment\x18\x03 \x01(\x0cJ\x04\x08\x04\x10\x05R\x05proof\")\n\x05\x43laim\x12\x11\n\tneighbour\x18\x01 \x01(\r\x12\r\n\x05point\x18\x02 \x01(\x0c\"l\n\rCheckResponse\x12\x12\n\nself_claim\x18\x01 \x01(\x0c\x12%\n\x0bpair_claims\x18\x02 \x03(\x0b\x32\x10.secagg.v1.Claim\x12\r\n\x05proof\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\")\n\x14\x43onsistencySignature\x12\x11\n\tsignature\x18\x01 \x01(\x0c\"!\n\x05Share\x12\r\n\x05owner\x18\x01 \x01(\r\x12\t\n\x01y\x18\x02 \x01(\x0c\"V\n\x0cUnmaskShares\x12\"\n\x08\x62_shares\x18\x01 \x03(\x0b\x32\x10.secagg.v1.Share\x12\"\n\x08s_shares\x18\x02 \x03(\x0b\x32\x10.secagg.v1.Share\"\xe9\x02\n\x0e\x43lientEnvelope\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x12\n\nsession_id\x18\x02 \x01(\x0c\x12\x0e\n\x06sender\x18\x03 \x01(\r\x12\x32\n\x0e\x61\x64vertise_keys\x18\n \x01(\x0b\x32\x18.secagg.v1.AdvertiseKeysH\x00\x12*\n\nshare_keys\x18\x0b \x01(\x0b\x32\x14.secagg.v1.ShareKeysH\x00\x12.\n\x0cmasked_input\x18\x0c \x01(\x0b\x32\x16.secagg.v1.MaskedInputH\x00\x12\x36\n\x0b\x63onsistency\x18\r \x01(\x0b\x32\x1f.secagg.v1.ConsistencySignatureH\x00\x12)\n\x06unmask\x18\x0e \x01(\x0b\x32\x17.secagg.v1.UnmaskSharesH\x00\x12)\n\x05\x63heck\x18\x0f \x01(\x0b\x32\x18.secagg.v1.CheckResponseH\x00\x42\x06\n\x04\x62ody\",\n\tSubmitAck\x12\x1f\n\x05stage\x18\x01 \x01(\x0e\x32\x10.secagg.v1.Stage\"e\n\x0c\x41waitRequest\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x12\n\nsession_id\x18\x02 \x01(\x0c\x12\x11\n\tclient_id\x18\x03 \x01(\r\x12\x1f\n\x05stage\x18\x04 \x01(\x0e\x32\x10.secagg.v1.Stage\"5\n\x07KeyList\x12*\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x19.secagg.v1.AdvertiseEntry\"\x8b\x01\n\x0e\x46orwardedShare\x12\r\n\x05owner\x18\x01 \x01(\r\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\x12\x14\n\x0c\x62_commitment\x18\x03 \x01(\x0c\x12-\n\rshare_digests\x18\x04 \x03(\x0b\x32\x16.secagg.v1.ShareDigest\x12\x11\n\tsignature\x18\x05 \x01(\x0c\"8\n\x0bShareBundle\x12)\n\x06shares\x18\x01 \x03(\x0b\x32\x19.secagg.v1.ForwardedShare\"\x1c\n\x0c\x43heckRequest\x12\x0c\n\x04seed\x18\x01 \x01(\x0c\"!\n\x0cSurvivorList\x12\x11\n\tsurvivors\x18\x01 \x03(\r\"3\n\x0eSignatureEntry\x12\x0e\n\x06signer\x18\x01 \x01(\r\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"@\n\x0fSignatureBundle\x12-\n\nsignatures\x18\x01 \x03(\x0b\x32\x19.secagg.v1.SignatureEntry\"C\n\x0cRoundOutcome\x12\x11\n\tcompleted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08included\x18\x03 \x03(\r\"\xee\x02\n\x0eServerEnvelope\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x12\n\nsession_id\x18\x02 \x01(\x0c\x12\x11\n\trecipient\x18\x03 \x01(\r\x12&\n\x08key_list\x18\n \x01(\x0b\x32\x12.secagg.v1.KeyListH\x00\x12.\n\x0cshare_bundle\x18\x0b \x01(\x0b\x32\x16.secagg.v1.ShareBundleH\x00\x12\x30\n\rsurvivor_list\x18\x0c \x01(\x0b\x32\x17.secagg.v1.SurvivorListH\x00\x12\x36\n\x10signature_bundle\x18\r \x01(\x0b\x32\x1a.secagg.v1.SignatureBundleH\x00\x12*\n\x07outcome\x18\x0e \x01(\x0b\x32\x17.secagg.v1.RoundOutcomeH\x00\x12\x30\n\rcheck_request\x18\x0f \x01(\x0b\x32\x17.secagg.v1.CheckRequestH\x00\x42\x06\n\x04\x62ody*|\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x41\x44VERTISE_KEYS\x10\x01\x12\x0e\n\nSHARE_KEYS\x10\x02\x12\x10\n\x0cMASKED_INPUT\x10\x03\x12\x0f\n\x0b\x43ONSISTENCY\x10\x04\x12\n\n\x06UNMASK\x10\x05\x12\t\n\x05\x43HECK\x10\x06\x32\x80\x02\n\nAggregator\x12<\n\x08GetRound\x12\x1a.secagg.v1.GetRoundRequest\x1a\x14.secagg.v1.RoundInfo\x12\x39\n\x06Submit\x12\x19.secagg.v1.ClientEnvelope\x1a\x14.secagg.v1.SubmitAck\x12;\n\x05\x41wait\x12\x17.secagg.v1.AwaitRequest\x1a\x19.secagg.v1.ServerEnvelope\x12<\n\x08GetModel\x12\x1a.secagg.v1.GetModelRequest\x1a\x14.secagg.v1.ModelBlobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.secagg.v1.secagg_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STAGE']._serialized_start=2504
-  _globals['_STAGE']._serialized_end=2617
+  _globals['_STAGE']._serialized_start=2778
+  _globals['_STAGE']._serialized_end=2902
   _globals['_ROUNDCONFIG']._serialized_start=45
   _globals['_ROUNDCONFIG']._serialized_end=306
   _globals['_GETROUNDREQUEST']._serialized_start=308
@@ -54,35 +54,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SHAREKEYS']._serialized_start=841
   _globals['_SHAREKEYS']._serialized_end=984
   _globals['_MASKEDINPUT']._serialized_start=986
-  _globals['_MASKEDINPUT']._serialized_end=1069
-  _globals['_CONSISTENCYSIGNATURE']._serialized_start=1071
-  _globals['_CONSISTENCYSIGNATURE']._serialized_end=1112
-  _globals['_SHARE']._serialized_start=1114
-  _globals['_SHARE']._serialized_end=1147
-  _globals['_UNMASKSHARES']._serialized_start=1149
-  _globals['_UNMASKSHARES']._serialized_end=1235
-  _globals['_CLIENTENVELOPE']._serialized_start=1238
-  _globals['_CLIENTENVELOPE']._serialized_end=1556
-  _globals['_SUBMITACK']._serialized_start=1558
-  _globals['_SUBMITACK']._serialized_end=1602
-  _globals['_AWAITREQUEST']._serialized_start=1604
-  _globals['_AWAITREQUEST']._serialized_end=1705
-  _globals['_KEYLIST']._serialized_start=1707
-  _globals['_KEYLIST']._serialized_end=1760
-  _globals['_FORWARDEDSHARE']._serialized_start=1763
-  _globals['_FORWARDEDSHARE']._serialized_end=1902
-  _globals['_SHAREBUNDLE']._serialized_start=1904
-  _globals['_SHAREBUNDLE']._serialized_end=1960
-  _globals['_SURVIVORLIST']._serialized_start=1962
-  _globals['_SURVIVORLIST']._serialized_end=1995
-  _globals['_SIGNATUREENTRY']._serialized_start=1997
-  _globals['_SIGNATUREENTRY']._serialized_end=2048
-  _globals['_SIGNATUREBUNDLE']._serialized_start=2050
-  _globals['_SIGNATUREBUNDLE']._serialized_end=2114
-  _globals['_ROUNDOUTCOME']._serialized_start=2116
-  _globals['_ROUNDOUTCOME']._serialized_end=2183
-  _globals['_SERVERENVELOPE']._serialized_start=2186
-  _globals['_SERVERENVELOPE']._serialized_end=2502
-  _globals['_AGGREGATOR']._serialized_start=2620
-  _globals['_AGGREGATOR']._serialized_end=2876
+  _globals['_MASKEDINPUT']._serialized_end=1067
+  _globals['_CLAIM']._serialized_start=1069
+  _globals['_CLAIM']._serialized_end=1110
+  _globals['_CHECKRESPONSE']._serialized_start=1112
+  _globals['_CHECKRESPONSE']._serialized_end=1220
+  _globals['_CONSISTENCYSIGNATURE']._serialized_start=1222
+  _globals['_CONSISTENCYSIGNATURE']._serialized_end=1263
+  _globals['_SHARE']._serialized_start=1265
+  _globals['_SHARE']._serialized_end=1298
+  _globals['_UNMASKSHARES']._serialized_start=1300
+  _globals['_UNMASKSHARES']._serialized_end=1386
+  _globals['_CLIENTENVELOPE']._serialized_start=1389
+  _globals['_CLIENTENVELOPE']._serialized_end=1750
+  _globals['_SUBMITACK']._serialized_start=1752
+  _globals['_SUBMITACK']._serialized_end=1796
+  _globals['_AWAITREQUEST']._serialized_start=1798
+  _globals['_AWAITREQUEST']._serialized_end=1899
+  _globals['_KEYLIST']._serialized_start=1901
+  _globals['_KEYLIST']._serialized_end=1954
+  _globals['_FORWARDEDSHARE']._serialized_start=1957
+  _globals['_FORWARDEDSHARE']._serialized_end=2096
+  _globals['_SHAREBUNDLE']._serialized_start=2098
+  _globals['_SHAREBUNDLE']._serialized_end=2154
+  _globals['_CHECKREQUEST']._serialized_start=2156
+  _globals['_CHECKREQUEST']._serialized_end=2184
+  _globals['_SURVIVORLIST']._serialized_start=2186
+  _globals['_SURVIVORLIST']._serialized_end=2219
+  _globals['_SIGNATUREENTRY']._serialized_start=2221
+  _globals['_SIGNATUREENTRY']._serialized_end=2272
+  _globals['_SIGNATUREBUNDLE']._serialized_start=2274
+  _globals['_SIGNATUREBUNDLE']._serialized_end=2338
+  _globals['_ROUNDOUTCOME']._serialized_start=2340
+  _globals['_ROUNDOUTCOME']._serialized_end=2407
+  _globals['_SERVERENVELOPE']._serialized_start=2410
+  _globals['_SERVERENVELOPE']._serialized_end=2776
+  _globals['_AGGREGATOR']._serialized_start=2905
+  _globals['_AGGREGATOR']._serialized_end=3161
 # @@protoc_insertion_point(module_scope)

@@ -15,12 +15,14 @@ class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MASKED_INPUT: _ClassVar[Stage]
     CONSISTENCY: _ClassVar[Stage]
     UNMASK: _ClassVar[Stage]
+    CHECK: _ClassVar[Stage]
 STAGE_UNSPECIFIED: Stage
 ADVERTISE_KEYS: Stage
 SHARE_KEYS: Stage
 MASKED_INPUT: Stage
 CONSISTENCY: Stage
 UNMASK: Stage
+CHECK: Stage
 
 class RoundConfig(_message.Message):
     __slots__ = ("version", "session_id", "round", "n", "t", "k", "d", "bits", "clip", "level_bits", "model_digest", "dp_digest", "config_digest", "norm_bound")
@@ -143,16 +145,34 @@ class ShareKeys(_message.Message):
     def __init__(self, b_commitment: _Optional[bytes] = ..., share_digests: _Optional[_Iterable[_Union[ShareDigest, _Mapping]]] = ..., ciphertexts: _Optional[_Iterable[_Union[Ciphertext, _Mapping]]] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class MaskedInput(_message.Message):
-    __slots__ = ("packed", "signature", "commitment", "proof")
+    __slots__ = ("packed", "signature", "commitment")
     PACKED_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     COMMITMENT_FIELD_NUMBER: _ClassVar[int]
-    PROOF_FIELD_NUMBER: _ClassVar[int]
     packed: bytes
     signature: bytes
     commitment: bytes
+    def __init__(self, packed: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., commitment: _Optional[bytes] = ...) -> None: ...
+
+class Claim(_message.Message):
+    __slots__ = ("neighbour", "point")
+    NEIGHBOUR_FIELD_NUMBER: _ClassVar[int]
+    POINT_FIELD_NUMBER: _ClassVar[int]
+    neighbour: int
+    point: bytes
+    def __init__(self, neighbour: _Optional[int] = ..., point: _Optional[bytes] = ...) -> None: ...
+
+class CheckResponse(_message.Message):
+    __slots__ = ("self_claim", "pair_claims", "proof", "signature")
+    SELF_CLAIM_FIELD_NUMBER: _ClassVar[int]
+    PAIR_CLAIMS_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    self_claim: bytes
+    pair_claims: _containers.RepeatedCompositeFieldContainer[Claim]
     proof: bytes
-    def __init__(self, packed: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., commitment: _Optional[bytes] = ..., proof: _Optional[bytes] = ...) -> None: ...
+    signature: bytes
+    def __init__(self, self_claim: _Optional[bytes] = ..., pair_claims: _Optional[_Iterable[_Union[Claim, _Mapping]]] = ..., proof: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class ConsistencySignature(_message.Message):
     __slots__ = ("signature",)
@@ -177,7 +197,7 @@ class UnmaskShares(_message.Message):
     def __init__(self, b_shares: _Optional[_Iterable[_Union[Share, _Mapping]]] = ..., s_shares: _Optional[_Iterable[_Union[Share, _Mapping]]] = ...) -> None: ...
 
 class ClientEnvelope(_message.Message):
-    __slots__ = ("round", "session_id", "sender", "advertise_keys", "share_keys", "masked_input", "consistency", "unmask")
+    __slots__ = ("round", "session_id", "sender", "advertise_keys", "share_keys", "masked_input", "consistency", "unmask", "check")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SENDER_FIELD_NUMBER: _ClassVar[int]
@@ -186,6 +206,7 @@ class ClientEnvelope(_message.Message):
     MASKED_INPUT_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     UNMASK_FIELD_NUMBER: _ClassVar[int]
+    CHECK_FIELD_NUMBER: _ClassVar[int]
     round: int
     session_id: bytes
     sender: int
@@ -194,7 +215,8 @@ class ClientEnvelope(_message.Message):
     masked_input: MaskedInput
     consistency: ConsistencySignature
     unmask: UnmaskShares
-    def __init__(self, round: _Optional[int] = ..., session_id: _Optional[bytes] = ..., sender: _Optional[int] = ..., advertise_keys: _Optional[_Union[AdvertiseKeys, _Mapping]] = ..., share_keys: _Optional[_Union[ShareKeys, _Mapping]] = ..., masked_input: _Optional[_Union[MaskedInput, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencySignature, _Mapping]] = ..., unmask: _Optional[_Union[UnmaskShares, _Mapping]] = ...) -> None: ...
+    check: CheckResponse
+    def __init__(self, round: _Optional[int] = ..., session_id: _Optional[bytes] = ..., sender: _Optional[int] = ..., advertise_keys: _Optional[_Union[AdvertiseKeys, _Mapping]] = ..., share_keys: _Optional[_Union[ShareKeys, _Mapping]] = ..., masked_input: _Optional[_Union[MaskedInput, _Mapping]] = ..., consistency: _Optional[_Union[ConsistencySignature, _Mapping]] = ..., unmask: _Optional[_Union[UnmaskShares, _Mapping]] = ..., check: _Optional[_Union[CheckResponse, _Mapping]] = ...) -> None: ...
 
 class SubmitAck(_message.Message):
     __slots__ = ("stage",)
@@ -240,6 +262,12 @@ class ShareBundle(_message.Message):
     shares: _containers.RepeatedCompositeFieldContainer[ForwardedShare]
     def __init__(self, shares: _Optional[_Iterable[_Union[ForwardedShare, _Mapping]]] = ...) -> None: ...
 
+class CheckRequest(_message.Message):
+    __slots__ = ("seed",)
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    seed: bytes
+    def __init__(self, seed: _Optional[bytes] = ...) -> None: ...
+
 class SurvivorList(_message.Message):
     __slots__ = ("survivors",)
     SURVIVORS_FIELD_NUMBER: _ClassVar[int]
@@ -271,7 +299,7 @@ class RoundOutcome(_message.Message):
     def __init__(self, completed: _Optional[bool] = ..., reason: _Optional[str] = ..., included: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ServerEnvelope(_message.Message):
-    __slots__ = ("round", "session_id", "recipient", "key_list", "share_bundle", "survivor_list", "signature_bundle", "outcome")
+    __slots__ = ("round", "session_id", "recipient", "key_list", "share_bundle", "survivor_list", "signature_bundle", "outcome", "check_request")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     RECIPIENT_FIELD_NUMBER: _ClassVar[int]
@@ -280,6 +308,7 @@ class ServerEnvelope(_message.Message):
     SURVIVOR_LIST_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_BUNDLE_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    CHECK_REQUEST_FIELD_NUMBER: _ClassVar[int]
     round: int
     session_id: bytes
     recipient: int
@@ -288,4 +317,5 @@ class ServerEnvelope(_message.Message):
     survivor_list: SurvivorList
     signature_bundle: SignatureBundle
     outcome: RoundOutcome
-    def __init__(self, round: _Optional[int] = ..., session_id: _Optional[bytes] = ..., recipient: _Optional[int] = ..., key_list: _Optional[_Union[KeyList, _Mapping]] = ..., share_bundle: _Optional[_Union[ShareBundle, _Mapping]] = ..., survivor_list: _Optional[_Union[SurvivorList, _Mapping]] = ..., signature_bundle: _Optional[_Union[SignatureBundle, _Mapping]] = ..., outcome: _Optional[_Union[RoundOutcome, _Mapping]] = ...) -> None: ...
+    check_request: CheckRequest
+    def __init__(self, round: _Optional[int] = ..., session_id: _Optional[bytes] = ..., recipient: _Optional[int] = ..., key_list: _Optional[_Union[KeyList, _Mapping]] = ..., share_bundle: _Optional[_Union[ShareBundle, _Mapping]] = ..., survivor_list: _Optional[_Union[SurvivorList, _Mapping]] = ..., signature_bundle: _Optional[_Union[SignatureBundle, _Mapping]] = ..., outcome: _Optional[_Union[RoundOutcome, _Mapping]] = ..., check_request: _Optional[_Union[CheckRequest, _Mapping]] = ...) -> None: ...

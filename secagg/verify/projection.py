@@ -1,0 +1,119 @@
+"""Binary Toeplitz projections: the public challenge of the upload-consistency check.
+
+After every masked upload of a verified round is in, the server reveals a fresh seed; it
+fixes a ``J x d`` binary Toeplitz matrix ``R`` (``R[j, i] = t[i + j]`` for random bits ``t``).
+Each client then proves ``R x + 2^b q + M = R y`` for its committed vector ``x``, its upload
+``y``, the projection ``M`` of its masks and a small integer vector ``q`` (the projected
+carries), see ``secagg/SPEC.md`` D12.
+
+Why Toeplitz, why ``J`` rows: if ``y != x + m (mod 2^b)`` then ``e = y - x - m`` has, after
+dividing by the largest power of two that divides all its entries, an odd entry, and
+``R e = 0 (mod 2^b)`` forces ``R e' = 0 (mod 2)`` for a non-zero ``e'`` over GF(2). Random
+binary Toeplitz matrices are a universal hash family over GF(2) (Mansour, Nisan and Tiwari,
+STOC 1990; Krawczyk, CRYPTO 1994): ``P[R e' = 0] = 2^-J``. A Toeplitz matrix is defined by
+``d + J - 1`` bits, and every product below is a handful of exact float64 matrix products.
+
+Pure numpy: no group operations, so the server can project uploads as they stream in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+__all__ = ["CHECK_ROWS", "Projection"]
+
+CHECK_ROWS = 64  # J: a deviating upload survives the check with probability 2^-64
+_LABEL = b"secagg/v1/check-projection"
+_CHUNK = 1 << 15  # rows of the (d x J) window matrix materialised at once (16 MiB)
+_LIMB = 16
+
+I64 = npt.NDArray[np.int64]
+
+
+class Projection:
+    """The ``J x d`` binary Toeplitz matrix of one seed (public, deterministic)."""
+
+    __slots__ = ("_t", "d", "digest", "rows")
+
+    def __init__(self, seed: bytes, d: int, rows: int = CHECK_ROWS) -> None:
+        if not 16 <= len(seed) <= 64:
+            raise ValueError("a projection seed is 16 to 64 bytes")
+        if d < 1 or not 1 <= rows <= 256:
+            raise ValueError("a projection needs d >= 1 and 1..256 rows")
+        self.d = d
+        self.rows = rows
+        head = struct.pack(">IH", d, rows)
+        self.digest = hashlib.sha256(_LABEL + head + seed).digest()
+        nbits = d + rows - 1
+        enc = Cipher(algorithms.AES(self.digest[:16]), modes.CTR(bytes(16))).encryptor()
+        raw = np.frombuffer(enc.update(bytes((nbits + 7) // 8)), dtype=np.uint8)
+        self._t = np.unpackbits(raw, bitorder="little")[:nbits].astype(np.float64)
+
+    def _windows(self, lo: int, hi: int) -> npt.NDArray[np.float64]:
+        """Rows ``lo..hi`` of the ``d x J`` matrix ``R^T`` (contiguous float64)."""
+        view = np.lib.stride_tricks.sliding_window_view(self._t[lo : hi + self.rows - 1], self.rows)
+        return np.ascontiguousarray(view)
+
+    def apply(self, vectors: npt.ArrayLike) -> list[list[int]]:
+        """``R v`` for each row ``v`` of ``vectors`` (``k x d`` or ``d``), exactly, as ints.
+
+        Entries must be integers of magnitude below ``2^48``. When ``d * max|v| < 2^53`` (any
+        32-bit vector up to ``d = 2^21``) one float64 product is exact; otherwise entries are
+        split into 16-bit limbs, so every dot product stays below ``d * 2^16``.
+        """
+        arr = np.asarray(vectors)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[1] != self.d or arr.dtype.kind not in "iu":
+            raise ValueError(f"project integer vectors of length {self.d}")
+        v = arr.astype(np.int64)
+        top = int(np.max(np.abs(v))) if v.size else 0
+        if top >= 1 << 48:
+            raise ValueError("projected entries must be below 2^48 in magnitude")
+        k = v.shape[0]
+        parts = 1 if top * self.d < 1 << 53 else 3
+        limbs = np.empty((self.d, parts * k), dtype=np.float64)
+        cur = v.T.copy()
+        for j in range(parts):
+            part = cur if j == parts - 1 else cur & 0xFFFF
+            limbs[:, j::parts] = part
+            cur = cur >> _LIMB
+        acc = np.zeros((self.rows, parts * k), dtype=np.float64)
+        for j in range(self.rows):  # acc[j] = t[j : j + d] @ limbs: no window matrix
+            acc[j] = self._t[j : j + self.d] @ limbs
+        out = np.rint(acc).astype(np.int64).astype(object)
+        total = out[:, 0::parts]
+        for j in range(1, parts):
+            total = total + out[:, j::parts] * (1 << (_LIMB * j))
+        return [[int(total[j, c]) for j in range(self.rows)] for c in range(k)]
+
+    def transpose(self, coefs: I64) -> I64:
+        """``R^T c`` for a ``J x L`` matrix of non-negative 16-bit limbs, as a ``d x (L + 2)``
+        matrix of 16-bit limbs (normalised with carries; exact, since ``J < 2^16``)."""
+        if coefs.shape[0] != self.rows or coefs.ndim != 2:
+            raise ValueError(f"transpose needs {self.rows} limb rows")
+        # Pair the 16-bit limbs into 32-bit ones: J * 2^32 < 2^53, so float64 stays exact.
+        ncols = coefs.shape[1]
+        pairs = (ncols + 1) // 2
+        c32 = np.zeros((self.rows, pairs), dtype=np.float64)
+        for j in range(ncols):
+            c32[:, j // 2] += coefs[:, j].astype(np.float64) * (1 << (_LIMB * (j % 2)))
+        wide = np.empty((self.d, pairs), dtype=np.float64)
+        for lo in range(0, self.d, _CHUNK):
+            hi = min(lo + _CHUNK, self.d)
+            wide[lo:hi] = self._windows(lo, hi) @ c32
+        w = np.rint(wide).astype(np.int64)  # each entry below J * 2^32
+        out = np.zeros((self.d, ncols + 2), dtype=np.int64)
+        carry = np.zeros(self.d, dtype=np.int64)
+        for j in range(ncols + 2):
+            cur = carry + (w[:, j // 2] if j % 2 == 0 and j // 2 < pairs else 0)
+            out[:, j] = cur & 0xFFFF
+            carry = cur >> _LIMB
+        if np.any(carry):  # pragma: no cover - J * 2^(16 L) < 2^(16 (L + 2))
+            raise AssertionError("transpose overflow")
+        return out
