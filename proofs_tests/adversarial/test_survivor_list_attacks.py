@@ -20,6 +20,7 @@ from secagg import (
     ClientState,
     DeterministicRandom,
     InconsistentView,
+    InsufficientSurvivors,
     RoundConfig,
     SecAggClient,
     Stage,
@@ -61,7 +62,7 @@ def test_sa17_true_survivor_list_below_the_floor_is_refused_and_six_of_six_signs
     """SA-17 control: the honest U3 = {1..5} is below every client's floor of six and is
     refused; a round where all six survive is signed."""
     coh = _cohort_with_one_dropout()
-    with pytest.raises(Exception, match="minimum|below"):
+    with pytest.raises(InsufficientSurvivors):
         coh.clients[1].receive(SurvivorList(1, frozenset({1, 2, 3, 4, 5})))
     full = make_cohort(CFG, seed=1402, policy=FLOOR)
     opening = full.run_to(Stage.CONSISTENCY)
