@@ -126,6 +126,7 @@ def _fl_task(args: argparse.Namespace, n: int):  # type: ignore[no-untyped-def]
         ledger_path=args.ledger,
         ledger_key=key,
         verify=args.verify,
+        degree=args.neighbors,
     )
 
 

@@ -15,7 +15,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -23,17 +23,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aggregator.tasks import TaskRound, save_npy
 from dp._bounds import log_tail_skellam
-from dp._errors import WrapAroundRisk
+from dp._errors import InvalidParameter, WrapAroundRisk
 from dp.accounting import distributed_event
-from dp.distributed import DistributedDPConfig, decode, round_privacy
+from dp.distributed import Calibration, DistributedDPConfig, decode, round_privacy
 from dp.ledger import Budget, PrivacyLedger
-from secagg import RoundConfig
+from secagg import ClientPolicy, RoundConfig
 
 __all__ = [
     "NORM_TAIL",
     "DpLoraTask",
     "FlParams",
     "choose_dp_config",
+    "corrupt_survivors",
     "task_document",
     "verification_norm_bound",
 ]
@@ -44,13 +45,22 @@ NORM_TAIL = 2.0**-40  # P(an honest client's encoded vector exceeds the verifica
 
 @dataclass(frozen=True)
 class FlParams:
-    """The federated job: user-level distributed DP and the local DP-SGD recipe."""
+    """The federated job: user-level distributed DP and the local DP-SGD recipe.
+
+    ``max_corrupt`` is how many corrupt survivors the noise must withstand (``None``: what the
+    default :class:`secagg.ClientPolicy` tolerates for the round's degree, which every client
+    also checks). ``dp_calibration`` "honest-survivors" (default) calibrates each share to the
+    ``t - c`` honest survivors; "all-survivors" keeps the older ``1/t`` share and records the
+    weaker epsilon that actually holds (threats.md DP-10).
+    """
 
     l2_clip: float = 1.0
     noise_multiplier: float = 0.05
     mechanism: str = "gaussian"
     user_budget: float = 1e4
     delta: float = 1e-5
+    max_corrupt: int | None = None
+    dp_calibration: str = "honest-survivors"
     train: dict[str, Any] = field(
         default_factory=lambda: {
             "steps": 4,
@@ -64,12 +74,29 @@ class FlParams:
     )
 
 
-def choose_dp_config(dim: int, n: int, t: int, params: FlParams) -> DistributedDPConfig:
+def corrupt_survivors(n: int, params: FlParams, degree: int | None = None) -> int:
+    """``c`` for the DP calibration: ``params.max_corrupt``, else the default client policy's
+    tolerance for ``degree`` neighbours (``n - 1``: plain SecAgg)."""
+    if params.max_corrupt is not None:
+        return params.max_corrupt
+    return ClientPolicy().corrupt_bound(n - 1 if degree is None else degree)
+
+
+def choose_dp_config(
+    dim: int, n: int, t: int, params: FlParams, *, degree: int | None = None
+) -> DistributedDPConfig:
     """The smallest ring whose grid is fine against the signal and the noise.
 
     Signal per coordinate after rotation is about ``l2_clip / sqrt(d)``; we ask for a grid 64
-    times finer than that (or than the noise, when larger), and at most 32 bits.
+    times finer than that (or than the noise, when larger), and at most 32 bits. The noise is
+    calibrated for ``c = corrupt_survivors(n, params, degree)`` corrupt survivors.
     """
+    corrupt = corrupt_survivors(n, params, degree)
+    if not 0 <= corrupt < t or params.dp_calibration not in get_args(Calibration):
+        raise InvalidParameter(
+            f"the DP noise cannot withstand c={corrupt} corrupt of t={t} survivors "
+            f"with calibration {params.dp_calibration!r}: need 0 <= c < t"
+        )
     signal = params.l2_clip / math.sqrt(max(dim, 1))
     want = max(signal, params.noise_multiplier * params.l2_clip) / 64.0
     last: DistributedDPConfig | None = None
@@ -83,6 +110,8 @@ def choose_dp_config(dim: int, n: int, t: int, params: FlParams) -> DistributedD
                 noise_multiplier=params.noise_multiplier,
                 mechanism=params.mechanism,  # type: ignore[arg-type]
                 bits=bits,
+                max_corrupt=corrupt,
+                calibration=params.dp_calibration,  # type: ignore[arg-type]
             )
         except (ValueError, WrapAroundRisk):  # this ring is too small: try a wider one
             continue
@@ -185,6 +214,7 @@ class DpLoraTask:
         ledger_path: Path | None = None,
         ledger_key: Ed25519PrivateKey | None = None,
         verify: bool = False,
+        degree: int | None = None,
     ) -> None:
         vec = np.asarray(initial, dtype=np.float32)
         if vec.ndim != 1 or not np.all(np.isfinite(vec)):
@@ -194,7 +224,7 @@ class DpLoraTask:
         self.n, self.t = n, t
         self.params = params
         self.run_id = run_id
-        self.dp_cfg = choose_dp_config(vec.size, n, t, params)
+        self.dp_cfg = choose_dp_config(vec.size, n, t, params, degree=degree)
         # protocol.md §7: every update is norm-proven against what an honest encoder produces.
         self.norm_bound = verification_norm_bound(self.dp_cfg) if verify else None
         self._ledger_args = (ledger_path, ledger_key)

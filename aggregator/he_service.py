@@ -58,7 +58,9 @@ from secagg.he import (
     HeAccumulator,
     HeError,
     HeRoundConfig,
+    HeUpload,
     InvalidCiphertext,
+    InvalidUpload,
     SafeDeserializer,
     context_digest,
 )
@@ -119,6 +121,7 @@ class HeRoundRunner(RoundRunnerBase[HeServeOptions, _Round]):
         super().__init__(options, store, clock=clock, wall=wall)
         self.ca = consortium.ca
         self.members = frozenset(consortium.registry)
+        self.registry = dict(consortium.registry)
         self.sandbox = sandbox
         self.add_lock = threading.Lock()
         self.uploads = threading.BoundedSemaphore(options.max_concurrent_uploads)
@@ -189,11 +192,13 @@ class HeRoundRunner(RoundRunnerBase[HeServeOptions, _Round]):
             verify_context(
                 self.ca,
                 keys.keyholder_certificate,
-                context_digest(cfg, keys.public_context),
+                context_digest(cfg, keys.public_context, keys.tag_key),
                 keys.context_signature,
             )
             self.sandbox.check_context(keys.public_context, cfg.he_params, ContextKind.PUBLIC)
-            rnd.acc = HeAccumulator(cfg, keys.parameters_context, backend=self.sandbox)
+            rnd.acc = HeAccumulator(
+                cfg, keys.parameters_context, self.registry, backend=self.sandbox
+            )
         except SecAggError as exc:
             self._forget(cfg)  # a key issued late or refused here must not stay open
             self._end(rnd, completed=False, reason=f"round aborted: {exc}")
@@ -206,6 +211,7 @@ class HeRoundRunner(RoundRunnerBase[HeServeOptions, _Round]):
                 public_context=keys.public_context,
                 context_signature=keys.context_signature,
                 keyholder_certificate=keys.keyholder_certificate,
+                tag_key=keys.tag_key,
             )
             rnd.deadline = self.clock() + timeout
             rnd.open_for_uploads = True
@@ -236,7 +242,10 @@ class HeRoundRunner(RoundRunnerBase[HeServeOptions, _Round]):
         t0 = self.clock()
         task = pb.KeyHolderTask(
             release=pb.SumRequest(
-                config=he_wire.config_to_pb(cfg), chunks=message.chunks, included=included
+                config=he_wire.config_to_pb(cfg),
+                chunks=message.chunks,
+                included=included,
+                contributions=[he_wire.contribution_to_pb(c) for c in message.contributions],
             )
         )
         ans = self._ask(task, self.options.keyholder_timeout)
@@ -360,9 +369,11 @@ class HeAggregatorService(pb_grpc.HeAggregatorServicer):
         sender = -1
         rnd: _Round | None = None
         chunks: list[bytes] = []
+        sealed_tag = signature = b""
         for msg in request_iterator:
             if rnd is None:
                 sender = self._member(context, msg.sender)
+                sealed_tag, signature = bytes(msg.sealed_tag), bytes(msg.signature)
                 with r.cond:
                     rnd = r.current
                 if rnd is None or rnd.number != msg.round or not rnd.open_for_uploads:
@@ -378,8 +389,12 @@ class HeAggregatorService(pb_grpc.HeAggregatorServicer):
             ) or msg.index != len(chunks):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "chunks out of order or mixed")
             try:
+                if msg.index == 0:
+                    he_wire.check_upload_fields(sealed_tag, signature)
+                elif msg.sealed_tag or msg.signature:
+                    raise InvalidUpload("the sealed tag and signature ride on chunk 0 only")
                 rnd.acc.check_chunk(msg.index, msg.ciphertext)
-            except InvalidCiphertext as exc:
+            except (InvalidCiphertext, he_wire.WireError) as exc:
                 with r.add_lock:
                     rnd.acc.rejected.setdefault(sender, str(exc))
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -387,9 +402,12 @@ class HeAggregatorService(pb_grpc.HeAggregatorServicer):
         if rnd is None or rnd.acc is None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an empty upload")
         assert rnd is not None and rnd.acc is not None
+        upload = HeUpload(
+            rnd.config.session_id or b"", rnd.number, tuple(chunks), sender, sealed_tag, signature
+        )
         with r.add_lock:
             try:
-                rnd.acc.add(sender, chunks)
+                rnd.acc.add(sender, upload)
             except InvalidCiphertext as exc:
                 log.warning("round %d: upload of %d rejected: %s", rnd.number, sender, exc)
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))

@@ -5,8 +5,9 @@ It connects to the HE aggregator over mutual TLS with its own certificate (``iss
 makes one, signed by the consortium CA) and answers the aggregator's tasks: issue a fresh key
 set for a round (signing the public context so clients can tell it is genuine), release a
 round's final sum, or forget a round's key. It refuses to decrypt anything but a round's final
-sum: one decryption per (session, round) it issued, of a sum holding at least ``--min-cohort``
-contributions. The aggregator's bytes are parsed in a sandbox before they come near the key.
+sum: one decryption per (session, round) it issued, of a sum of at least ``--min-cohort``
+distinct registered contributors, each counted once (their signed, sealed per-round tags).
+The aggregator's bytes are parsed in a sandbox before they come near the key.
 Secret keys live in this process's memory only: a restart forgets them and their rounds fail.
 """
 
@@ -51,7 +52,7 @@ class KeyHolderAgent:
         cons = load_consortium(consortium)
         self._key, self._cert = keyholder_material(consortium)
         self.sandbox = SafeDeserializer(workers, timeout=120.0)
-        self.holder = HeKeyHolder(min_cohort=min_cohort, backend=self.sandbox)
+        self.holder = HeKeyHolder(cons.registry, min_cohort=min_cohort, backend=self.sandbox)
         self.retries = retries
         creds = grpc.ssl_channel_credentials(
             root_certificates=cons.ca, private_key=self._key, certificate_chain=self._cert
@@ -85,6 +86,7 @@ class KeyHolderAgent:
                         parameters_context=keys.parameters_context,
                         context_signature=sign_context(self._key, keys.digest),
                         keyholder_certificate=self._cert,
+                        tag_key=keys.tag_key,
                     )
                 )
                 log.info("round %d: keys issued (%s)", cfg.round, cfg.params)
@@ -97,6 +99,7 @@ class KeyHolderAgent:
                         cfg.round,
                         tuple(bytes(c) for c in task.release.chunks),
                         tuple(task.release.included),
+                        tuple(he_wire.contribution_from_pb(c) for c in task.release.contributions),
                     )
                 )
                 ans.release.CopyFrom(

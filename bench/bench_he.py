@@ -39,14 +39,17 @@ from typing import Any
 
 import numpy as np
 import tenseal as ts  # type: ignore[import-untyped]
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from secagg._crypto import ed25519_public
 from secagg.he import (
     HeAccumulator,
     HeClient,
     HeKeyHolder,
     HeRoundConfig,
+    HeRoundKeys,
     HeSumMessage,
     SafeDeserializer,
 )
@@ -63,19 +66,24 @@ def timed(fn: Callable[..., Any], *args: Any) -> tuple[float, Any]:
 def bench_ours(params: str, args: argparse.Namespace, sandbox: SafeDeserializer) -> dict[str, Any]:
     d, n = args.d, args.n
     cfg = HeRoundConfig(n=n, d=d, params=params).with_session(os.urandom(16))
-    holder = HeKeyHolder(backend=sandbox)
+    ids = {u: Ed25519PrivateKey.generate() for u in range(1, args.add_clients + 1)}
+    registry = {u: ed25519_public(k) for u, k in ids.items()}
+    holder = HeKeyHolder(registry, backend=sandbox)
     t_keygen, keys = timed(holder.open_round, cfg)
     rng = np.random.default_rng(0)
     enc_s, uploads = [], []
-    for _ in range(args.encrypt_clients):
+    for u in range(1, args.encrypt_clients + 1):
         x = rng.normal(0.0, 0.3, d)
-        t_client, up = timed(_encrypt, cfg, keys.public_context, x)
+        t_client, up = timed(_encrypt, cfg, keys, u, ids[u], x)
         enc_s.append(t_client)
         uploads.append(up)
-    acc = HeAccumulator(cfg, keys.parameters_context, backend=sandbox)
+    acc = HeAccumulator(cfg, keys.parameters_context, registry, backend=sandbox)
     add_s = []
     for u in range(1, args.add_clients + 1):
-        t_add, _ = timed(acc.add, u, uploads[u % len(uploads)].chunks)
+        # each added upload must be its own client's (tags, signatures): past the timed
+        # encryptions, the remaining clients encrypt untimed
+        up = uploads[u - 1] if u <= len(uploads) else _encrypt(cfg, keys, u, ids[u], x)
+        t_add, _ = timed(acc.add, u, up)
         add_s.append(t_add)
     msg: HeSumMessage = acc.close()
     t_dec, rel = timed(holder.release, msg)
@@ -96,9 +104,11 @@ def bench_ours(params: str, args: argparse.Namespace, sandbox: SafeDeserializer)
     }
 
 
-def _encrypt(cfg: HeRoundConfig, public_context: bytes, x: np.ndarray) -> Any:
-    """One client's work: load the round's public context (once per round) and encrypt."""
-    return HeClient(cfg, public_context).encrypt(x)
+def _encrypt(
+    cfg: HeRoundConfig, keys: HeRoundKeys, u: int, identity: Ed25519PrivateKey, x: np.ndarray
+) -> Any:
+    """One client's work: load the round's public context (once per round), encrypt, tag, sign."""
+    return HeClient(cfg, keys.public_context, keys.tag_key, u, identity).encrypt(x)
 
 
 def _nvflare_encrypt(ctx: Any, x: np.ndarray) -> bytes:

@@ -24,9 +24,9 @@ from client.agent import AgentError
 from dp.accounting import DpSgdEvent, distributed_event
 from dp.distributed import DistributedDPConfig, encode, round_privacy
 from dp.ledger import Budget, BudgetExceeded, PrivacyLedger, load_signing_key
-from secagg import RoundConfig
+from secagg import ClientPolicy, RoundConfig
 
-__all__ = ["FlClientOptions", "FlContributor"]
+__all__ = ["FlClientOptions", "FlContributor", "check_round_dp"]
 
 log = logging.getLogger("secagg.client.fl")
 TASK_KIND = "dp-lora/v1"
@@ -43,6 +43,35 @@ class FlClientOptions:
     cache_dir: Path | None = None
     max_blocks: int | None = None
     dump_dir: Path | None = None  # testing only: keep this client's own updates, locally
+    # Corrupt survivors this client assumes may add no noise (threats.md DP-10); None: what
+    # the default ClientPolicy tolerates for the round's degree. A round whose DP parameters
+    # assume fewer is refused.
+    max_corrupt: int | None = None
+
+
+def check_round_dp(
+    dp_cfg: DistributedDPConfig,
+    config: RoundConfig,
+    adapter_size: int,
+    max_corrupt: int | None = None,
+) -> None:
+    """Refuse DP parameters that do not fit the round, or whose noise assumes fewer corrupt
+    survivors than this client tolerates (``max_corrupt``; ``None``: the default
+    :class:`secagg.ClientPolicy`'s bound for the round's degree), threats.md DP-10."""
+    if (
+        dp_cfg.dim != adapter_size
+        or dp_cfg.encoded_dim != config.d
+        or dp_cfg.bits != config.ring_bits
+        or dp_cfg.num_clients != config.n
+        or dp_cfg.min_survivors != config.t
+    ):
+        raise AgentError("the DP parameters do not match the round's configuration")
+    corrupt = ClientPolicy().corrupt_bound(config.degree) if max_corrupt is None else max_corrupt
+    if dp_cfg.max_corrupt < corrupt:
+        raise AgentError(
+            f"the round's DP noise assumes {dp_cfg.max_corrupt} corrupt survivors, this client "
+            f"tolerates {corrupt}: its guarantee would not hold (threats.md DP-10)"
+        )
 
 
 class FlContributor:
@@ -93,14 +122,7 @@ class FlContributor:
         if mine.digest != spec.digest:
             raise AgentError("the round's adapter layout differs from this client's (SA-15)")
         dp_cfg = DistributedDPConfig.from_canonical(doc["dp"].encode())
-        if (
-            dp_cfg.dim != spec.size
-            or dp_cfg.encoded_dim != config.d
-            or dp_cfg.bits != config.ring_bits
-            or dp_cfg.num_clients != config.n
-            or dp_cfg.min_survivors != config.t
-        ):
-            raise AgentError("the DP parameters do not match the round's configuration")
+        check_round_dp(dp_cfg, config, spec.size, self.options.max_corrupt)
         glob = np.frombuffer(model, dtype="<f4")
         tr.vector_to_adapter(net, glob, spec)
 
@@ -114,7 +136,8 @@ class FlContributor:
         who = str(self.options.client_id)
         run = str(doc["run_id"])
         record_event = DpSgdEvent(q, sigma, steps)
-        user_event = distributed_event(round_privacy(dp_cfg))  # worst case: t survivors
+        # worst case: t survivors, c of them corrupt and adding no noise
+        user_event = distributed_event(round_privacy(dp_cfg))
         record_budget = Budget(float(train["record_budget"]), delta)
         user_budget = Budget(float(doc["user_budget"]), delta)
         # Check both before spending either: a refused round spends nothing.

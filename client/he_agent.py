@@ -1,6 +1,7 @@
 """The HE client agent: per round, fetch the public context once, check that the key holder
-signed it, encrypt the update with :class:`secagg.he.HeClient`, upload it chunk by chunk, and
-wait for the outcome.
+signed it (with the round's tag key), encrypt, tag and sign the update with
+:class:`secagg.he.HeClient` under this member's registered identity, upload it chunk by chunk,
+and wait for the outcome.
 
 Transient errors (UNAVAILABLE, RESOURCE_EXHAUSTED) are retried with exponential backoff; a
 retried upload is the same ciphertexts, and ALREADY_EXISTS means an earlier attempt landed.
@@ -76,6 +77,7 @@ class HeClientAgent:
             raise AgentError(f"member {options.client_id} is not in the consortium registry")
         self.ca = cons.ca
         member = cons.member(options.client_id)
+        self._identity = member.identity
         creds = grpc.ssl_channel_credentials(
             root_certificates=cons.ca, private_key=member.key, certificate_chain=member.cert
         )
@@ -133,10 +135,10 @@ class HeClientAgent:
             verify_context(
                 self.ca,
                 info.keyholder_certificate,
-                context_digest(cfg, info.public_context),
+                context_digest(cfg, info.public_context, info.tag_key),
                 info.context_signature,
             )
-            client = HeClient(cfg, info.public_context)
+            client = HeClient(cfg, info.public_context, info.tag_key, me, self._identity)
             upload = client.encrypt(np.asarray(self.provider(cfg), dtype=np.float64))
         except SecAggError as exc:
             log.warning("client %d: round %d refused: %s", me, info.config.round, exc)
@@ -172,8 +174,15 @@ class HeClientAgent:
 
         def stream() -> Iterator[pb.UploadChunk]:
             for i, c in enumerate(upload.chunks):
+                first = i == 0  # the sealed tag and the signature ride on the first chunk
                 yield pb.UploadChunk(
-                    round=cfg.round, session_id=upload.session_id, sender=me, index=i, ciphertext=c
+                    round=cfg.round,
+                    session_id=upload.session_id,
+                    sender=me,
+                    index=i,
+                    ciphertext=c,
+                    sealed_tag=upload.sealed_tag if first else b"",
+                    signature=upload.signature if first else b"",
                 )
 
         try:

@@ -155,9 +155,20 @@ class _DistributedEvent:
     dimension: int
     l1_sensitivity: float | None
     rounds: int
+    decoded_survivors: int | None
+    assumed_corrupt: int
 
     def _check_common(self) -> None:
         _check_int("survivors", self.survivors, low=1)
+        # How ``survivors`` was derived (threats.md DP-10): the clients in the decoded sum
+        # minus the corrupt ones assumed to add no noise. Recorded so an audit can show it.
+        _check_int("assumed_corrupt", self.assumed_corrupt, low=0)
+        if self.decoded_survivors is not None:
+            _check_int("decoded_survivors", self.decoded_survivors, low=1)
+            if self.survivors != self.decoded_survivors - self.assumed_corrupt:
+                raise InvalidParameter(
+                    "survivors must be decoded_survivors - assumed_corrupt (the honest shares)"
+                )
         _check_real("participation_rate", self.participation_rate, low=0.0, high=1.0)
         _check_real("l2_sensitivity", self.l2_sensitivity, low=0.0)
         _check_int("dimension", self.dimension, low=1)
@@ -193,7 +204,9 @@ class DistributedDiscreteGaussianEvent(_DistributedEvent):
     e.g. KLS21 Thm 1 / Prop. 22), ``dimension`` its length after padding. ``survivors`` counts
     the honest clients whose noise share is in the decoded sum; ``participation_rate`` is the
     Poisson client-sampling rate (1.0: no amplification). ``l1_sensitivity`` defaults to
-    ``l2 * min(sqrt(d), l2)``, valid for integer vectors.
+    ``l2 * min(sqrt(d), l2)``, valid for integer vectors. ``decoded_survivors`` and
+    ``assumed_corrupt`` record how ``survivors`` was derived (the clients in the sum minus the
+    corrupt ones assumed to add no noise); they do not enter the bound.
     """
 
     local_stddev: float
@@ -203,6 +216,8 @@ class DistributedDiscreteGaussianEvent(_DistributedEvent):
     dimension: int
     l1_sensitivity: float | None = None
     rounds: int = 1
+    decoded_survivors: int | None = None
+    assumed_corrupt: int = 0
 
     kind: ClassVar[str] = "ddg"
     unit: ClassVar[PrivacyUnit] = PrivacyUnit.USER
@@ -230,6 +245,8 @@ class DistributedSkellamEvent(_DistributedEvent):
     dimension: int
     l1_sensitivity: float | None = None
     rounds: int = 1
+    decoded_survivors: int | None = None
+    assumed_corrupt: int = 0
 
     kind: ClassVar[str] = "skellam"
     unit: ClassVar[PrivacyUnit] = PrivacyUnit.USER
@@ -257,14 +274,17 @@ ASSUMPTIONS: Final[Mapping[str, str]] = {
     ),
     "ddg": (
         "User-level, add/remove-one client. The decoded sum contains the independent discrete "
-        "Gaussian shares of `survivors` honest clients (colluders' shares must be excluded), "
+        "Gaussian shares of `survivors` honest clients: `decoded_survivors` were summed and up "
+        "to `assumed_corrupt` of them (the client policy's tolerance) may have added no noise, "
+        "so `survivors = decoded_survivors - assumed_corrupt` (threats.md DP-10); "
         "sensitivities are of one client's encoded integer vector after rounding, no modular "
         "wrap-around occurs (threats.md DP-11), and SecAgg reveals only the sum. Bound: "
         "Kairouz-Liu-Steinke 2021 Prop. 14 with tau from Thm 1, as RDP at integer orders."
     ),
     "skellam": (
         "User-level, add/remove-one client. The decoded sum contains the independent Skellam "
-        "shares of `survivors` honest clients (colluders' shares must be excluded), "
+        "shares of `survivors` honest clients: `decoded_survivors` were summed and up to "
+        "`assumed_corrupt` of them may have added no noise (threats.md DP-10); "
         "sensitivities are of one client's encoded integer vector after rounding, no modular "
         "wrap-around occurs, and SecAgg reveals only the sum. Bound: Agarwal-Kairouz-Liu 2021 "
         "(Skellam RDP theorem) at integer orders."
@@ -310,7 +330,8 @@ class RoundPrivacyLike(Protocol):
 def distributed_event(
     round_privacy: RoundPrivacyLike, *, participation_rate: float = 1.0, rounds: int = 1
 ) -> DistributedDiscreteGaussianEvent | DistributedSkellamEvent:
-    """The DP event of ``rounds`` rounds described by the encoder's ``round_privacy``.
+    """The DP event of ``rounds`` rounds described by the encoder's ``round_privacy``; its
+    ``num_survivors`` are the honest shares (the decoded survivors less the assumed corrupt).
 
     ``local_noise_parameter`` is each client's noise variance (sigma^2 of N_Z(0, sigma^2), or
     the Skellam variance); mechanism ``"gaussian"`` is the distributed discrete Gaussian.
@@ -332,6 +353,8 @@ def distributed_event(
         dimension=round_privacy.dim,
         l1_sensitivity=round_privacy.l1_sensitivity,
         rounds=rounds,
+        decoded_survivors=getattr(round_privacy, "decoded_survivors", None),
+        assumed_corrupt=getattr(round_privacy, "assumed_corrupt", 0),
     )
 
 

@@ -7,8 +7,11 @@ client  ``x -> clip_L2(x, c) -> pad to 2^k -> H D x -> * scale -> conditional ra
         rounding -> + integer noise share -> mod 2^b``  (:func:`encode`)
 server  ``ring sum -> signed -> / scale -> D H -> unpad``  (:func:`decode`)
 
-Noise is calibrated so that *any* ``min_survivors`` (t) clients together add at least the target
-variance: each client adds ``target / t``, never ``target / n`` (threats.md DP-10). The ring is
+Noise is calibrated so that the honest clients among *any* ``min_survivors`` (t) survivors add at
+least the target variance: with up to ``max_corrupt`` (c) corrupt survivors, who may add no noise
+at all, each client adds ``target / (t - c)``, never ``target / n`` (threats.md DP-10). The
+explicit ``calibration="all-survivors"`` keeps the older ``target / t`` share; the privacy then
+recorded (:func:`round_privacy`) is the weaker one that ``t - c`` honest shares give. The ring is
 sized so that, with all ``n`` clients in the sum, wrap-around has probability below
 :data:`WRAP_PROBABILITY` (threats.md DP-11, SA-12; bound in :func:`choose_bits`).
 
@@ -53,6 +56,7 @@ __all__ = [
     "MAX_ROUNDING_ATTEMPTS",
     "MIN_DISCRETE_GAUSSIAN_SIGMA",
     "WRAP_PROBABILITY",
+    "Calibration",
     "DecodedSum",
     "DistributedDPConfig",
     "Mechanism",
@@ -72,6 +76,7 @@ U32 = npt.NDArray[np.uint32]
 
 Mechanism = Literal["gaussian", "skellam"]
 Rotation = Literal["hadamard", "none"]
+Calibration = Literal["honest-survivors", "all-survivors"]
 
 DEFAULT_BETA = math.exp(-0.5)
 """KLS21/TFF default for conditional rounding: each rounding attempt fails w.p. <= e^-0.5."""
@@ -96,6 +101,12 @@ class DistributedDPConfig:
     ``allow_seeded_rng`` is a test switch: production configurations leave it False so that
     :func:`encode` refuses a deterministic randomness source (threats.md DP-04).
 
+    ``max_corrupt`` (c) is how many of the survivors may be corrupt and add no noise (set it to
+    the client policy's ``corrupt_bound``). ``calibration`` "honest-survivors" (the default)
+    gives each client ``target / (t - c)`` so the ``t - c`` honest survivors alone reach the
+    target; "all-survivors" gives ``target / t`` (the target holds only if no survivor is
+    corrupt) and :func:`round_privacy` reports the weaker guarantee that actually holds.
+
     Construction validates everything and raises :class:`InvalidParameter` or
     :class:`WrapAroundRisk`; :meth:`calibrated` picks ``scale`` for you.
     """
@@ -111,6 +122,8 @@ class DistributedDPConfig:
     beta: float = DEFAULT_BETA
     rotation: Rotation = "hadamard"
     allow_seeded_rng: bool = False
+    max_corrupt: int = 0
+    calibration: Calibration = "honest-survivors"
 
     def __post_init__(self) -> None:
         _check_common(
@@ -123,6 +136,7 @@ class DistributedDPConfig:
             beta=self.beta,
             rotation=self.rotation,
         )
+        _check_corruption(self.min_survivors, self.max_corrupt, self.calibration)
         _check_scale(self.scale)
         _check_bits(self.bits)
         if not isinstance(self.allow_seeded_rng, bool):
@@ -170,6 +184,8 @@ class DistributedDPConfig:
         beta: float = DEFAULT_BETA,
         rotation: Rotation = "hadamard",
         allow_seeded_rng: bool = False,
+        max_corrupt: int = 0,
+        calibration: Calibration = "honest-survivors",
     ) -> DistributedDPConfig:
         """A config with the largest safe ``scale`` for ``bits`` (see :func:`choose_scale`).
 
@@ -187,6 +203,8 @@ class DistributedDPConfig:
             mechanism=mechanism,
             beta=beta,
             rotation=rotation,
+            max_corrupt=max_corrupt,
+            calibration=calibration,
         )
         return cls(
             l2_clip=l2_clip,
@@ -200,6 +218,8 @@ class DistributedDPConfig:
             beta=beta,
             rotation=rotation,
             allow_seeded_rng=allow_seeded_rng,
+            max_corrupt=max_corrupt,
+            calibration=calibration,
         )
 
     @property
@@ -218,22 +238,33 @@ class DistributedDPConfig:
 
     @property
     def target_stddev(self) -> float:
-        """Central noise standard deviation per coordinate (update units) for t survivors."""
+        """Central noise standard deviation per coordinate (update units) the honest survivors
+        of any t are calibrated to reach (all t of them with ``calibration="all-survivors"``)."""
         return self.noise_multiplier * self.l2_clip
+
+    @property
+    def noise_shares(self) -> int:
+        """How many shares the target is split into: ``t - c`` (honest-survivors) or ``t``."""
+        return _noise_shares(self.min_survivors, self.max_corrupt, self.calibration)
+
+    def honest_shares(self, num_survivors: int) -> int:
+        """Noise shares guaranteed in a sum of ``num_survivors``: all but the ``c`` corrupt."""
+        return _check_survivors(self, num_survivors) - self.max_corrupt
 
     @property
     def local_noise_parameter(self) -> float:
         """The sampler parameter of one client's share (integer domain): sigma^2 of N_Z(0,
         sigma^2) for 'gaussian', the variance of the Skellam for 'skellam'."""
         return _local_noise(
-            self.mechanism, self.noise_multiplier, self.l2_clip, self.scale, self.min_survivors
+            self.mechanism, self.noise_multiplier, self.l2_clip, self.scale, self.noise_shares
         )[0]
 
     @property
     def local_noise_variance(self) -> float:
-        """Actual variance of one client's noise share (integer domain), ``>= target / t``."""
+        """Actual variance of one client's noise share (integer domain), at least the target
+        over :attr:`noise_shares`."""
         return _local_noise(
-            self.mechanism, self.noise_multiplier, self.l2_clip, self.scale, self.min_survivors
+            self.mechanism, self.noise_multiplier, self.l2_clip, self.scale, self.noise_shares
         )[1]
 
     @property
@@ -261,9 +292,15 @@ class DistributedDPConfig:
         )
 
     def noise_stddev(self, num_survivors: int) -> float:
-        """Per-coordinate noise standard deviation (update units) in a sum of that many clients."""
+        """Per-coordinate noise standard deviation (update units) in a sum of that many clients,
+        if every one of them added its share (what the utility sees)."""
         s = _check_survivors(self, num_survivors)
         return math.sqrt(s * self.local_noise_variance) / self.scale
+
+    def honest_noise_stddev(self, num_survivors: int) -> float:
+        """The part of :meth:`noise_stddev` that holds with ``c`` corrupt survivors adding none
+        (what the privacy guarantee rests on)."""
+        return math.sqrt(self.honest_shares(num_survivors) * self.local_noise_variance) / self.scale
 
     def rounding_error_bound(self, num_survivors: int) -> float:
         """Worst-case L2 distance (update units, noise excluded) between a decoded sum and the
@@ -336,10 +373,13 @@ class RoundPrivacy:
     Sensitivities are in integer units, for add/remove-one-client ("zero-out") adjacency: one
     client's rounded vector, whose L2 norm conditional rounding bounds by ``l2_sensitivity``.
 
-    Assumptions: the ``num_survivors`` clients in the sum each added their own share honestly
-    (calibrate ``min_survivors`` to the honest survivors you are willing to assume); the server
-    sees only the sum (secure aggregation); no amplification by sampling; the float sampler
-    slack of :data:`dp.noise.SAMPLER_LOG_PMF_ERROR` is not included.
+    ``num_survivors`` counts the *honest* noise shares the bound rests on: the
+    ``decoded_survivors`` in the sum minus the ``assumed_corrupt`` ones, who may add no noise.
+
+    Assumptions: at most ``assumed_corrupt`` of the clients in the sum are corrupt and every
+    other one added its own share honestly; the server sees only the sum (secure aggregation);
+    no amplification by sampling; the float sampler slack of
+    :data:`dp.noise.SAMPLER_LOG_PMF_ERROR` is not included.
     """
 
     mechanism: Mechanism
@@ -348,6 +388,8 @@ class RoundPrivacy:
     l2_sensitivity: float
     l1_sensitivity: float
     local_noise_parameter: float
+    decoded_survivors: int | None = None
+    assumed_corrupt: int = 0
 
     @property
     def local_stddev(self) -> float:
@@ -437,6 +479,22 @@ def _check_common(
         raise InvalidParameter(f"rotation must be one of {get_args(Rotation)}, got {rotation!r}")
 
 
+def _check_corruption(min_survivors: int, max_corrupt: int, calibration: str) -> None:
+    if not (_is_int(max_corrupt) and 0 <= max_corrupt < min_survivors):
+        raise InvalidParameter(
+            f"max_corrupt must be an int in [0, min_survivors={min_survivors}), got {max_corrupt!r}"
+        )
+    if calibration not in get_args(Calibration):
+        raise InvalidParameter(
+            f"calibration must be one of {get_args(Calibration)}, got {calibration!r}"
+        )
+
+
+def _noise_shares(min_survivors: int, max_corrupt: int, calibration: str) -> int:
+    """The honest-survivors calibration splits the target over the ``t - c`` honest shares."""
+    return min_survivors - max_corrupt if calibration == "honest-survivors" else min_survivors
+
+
 def _check_scale(scale: float) -> None:
     if not (_finite(scale) and scale > 0):
         raise InvalidParameter(f"scale must be a positive finite number, got {scale!r}")
@@ -478,11 +536,11 @@ def _encoded_dim(dim: int, rotation: str) -> int:
 
 
 def _local_noise(
-    mechanism: str, noise_multiplier: float, l2_clip: float, scale: float, min_survivors: int
+    mechanism: str, noise_multiplier: float, l2_clip: float, scale: float, shares: int
 ) -> tuple[float, float]:
-    """(sampler parameter, actual variance) of one client's share, so that any ``t`` shares
-    carry at least the target variance ``(z c scale)^2``."""
-    target = (noise_multiplier * l2_clip * scale) ** 2 / min_survivors
+    """(sampler parameter, actual variance) of one client's share, so that any ``shares``
+    shares carry at least the target variance ``(z c scale)^2``."""
+    target = (noise_multiplier * l2_clip * scale) ** 2 / shares
     if target == 0.0 or mechanism == "skellam":
         return target, target  # Skellam: variance is the parameter, sums are exact
     # N_Z(0, s^2) has variance slightly below s^2 for small s: raise s^2 until it is enough.
@@ -552,10 +610,11 @@ def _wrap_ok(
     bits: int,
     beta: float,
     encoded_dim: int,
+    shares: int,
 ) -> bool:
     if _hopeless(l2_clip, noise_multiplier, scale):
         return False
-    param = _local_noise(mechanism, noise_multiplier, l2_clip, scale, min_survivors)[0]
+    param = _local_noise(mechanism, noise_multiplier, l2_clip, scale, shares)[0]
     max_abs = _max_abs(l2_clip, scale, beta, encoded_dim)
     log_p = _log_wrap_bound(mechanism, param, num_clients, max_abs, bits, encoded_dim)
     return log_p < math.log(WRAP_PROBABILITY)
@@ -572,6 +631,8 @@ def choose_bits(
     mechanism: Mechanism = "gaussian",
     beta: float = DEFAULT_BETA,
     rotation: Rotation = "hadamard",
+    max_corrupt: int = 0,
+    calibration: Calibration = "honest-survivors",
 ) -> int:
     """Smallest ring bits ``b`` for which the noisy sum wraps with probability < 1e-9.
 
@@ -592,6 +653,8 @@ def choose_bits(
         rotation=rotation,
     )
     _check_scale(scale)
+    _check_corruption(min_survivors, max_corrupt, calibration)
+    shares = _noise_shares(min_survivors, max_corrupt, calibration)
     for bits in range(2, MAX_BITS + 1):
         if _wrap_ok(
             l2_clip=l2_clip,
@@ -603,6 +666,7 @@ def choose_bits(
             bits=bits,
             beta=beta,
             encoded_dim=_encoded_dim(dim, rotation),
+            shares=shares,
         ):
             return bits
     raise WrapAroundRisk(
@@ -622,6 +686,8 @@ def choose_scale(
     mechanism: Mechanism = "gaussian",
     beta: float = DEFAULT_BETA,
     rotation: Rotation = "hadamard",
+    max_corrupt: int = 0,
+    calibration: Calibration = "honest-survivors",
 ) -> float:
     """Largest power-of-two scale for which a ``bits``-bit ring wraps with probability < 1e-9.
 
@@ -641,6 +707,8 @@ def choose_scale(
         rotation=rotation,
     )
     _check_bits(bits)
+    _check_corruption(min_survivors, max_corrupt, calibration)
+    shares = _noise_shares(min_survivors, max_corrupt, calibration)
     d = _encoded_dim(dim, rotation)
 
     def ok(exponent: int) -> bool:
@@ -654,6 +722,7 @@ def choose_scale(
             bits=bits,
             beta=beta,
             encoded_dim=d,
+            shares=shares,
         )
 
     hi = 32 - math.frexp(l2_clip)[1]  # c * 2^hi >= 2^31: one input alone overflows the ring
@@ -667,7 +736,7 @@ def choose_scale(
         else:
             hi = mid
     scale = math.ldexp(1.0, lo)
-    param = _local_noise(mechanism, noise_multiplier, l2_clip, scale, min_survivors)[0]
+    param = _local_noise(mechanism, noise_multiplier, l2_clip, scale, shares)[0]
     if mechanism == "gaussian" and 0.0 < param < MIN_DISCRETE_GAUSSIAN_SIGMA**2:
         raise WrapAroundRisk(
             f"a {bits}-bit ring is too small: at the largest safe scale each client's discrete "
@@ -679,6 +748,10 @@ def choose_scale(
 def round_privacy(config: DistributedDPConfig, num_survivors: int | None = None) -> RoundPrivacy:
     """Sensitivities and zCDP/RDP of one round; defaults to the worst case, ``min_survivors``.
 
+    The guarantee rests on the honest shares only: ``num_survivors - max_corrupt`` of them
+    (threats.md DP-10). With the default calibration that is the target at ``t`` survivors;
+    with "all-survivors" it is ``(t - c) / t`` of the target variance, and so is what is charged.
+
     Discrete Gaussian: KLS21 (sum of ``s`` N_Z(0, sigma^2) shares). Skellam: AKL21 with total
     variance ``s * variance``. Sensitivity: ``Delta_2`` = the conditional-rounding bound of
     :attr:`DistributedDPConfig.rounded_l2_bound`, ``Delta_1 = Delta_2 min(sqrt d, Delta_2)``,
@@ -688,11 +761,13 @@ def round_privacy(config: DistributedDPConfig, num_survivors: int | None = None)
     l2 = config.rounded_l2_bound
     return RoundPrivacy(
         mechanism=config.mechanism,
-        num_survivors=s,
+        num_survivors=config.honest_shares(s),
         dim=config.encoded_dim,
         l2_sensitivity=l2,
         l1_sensitivity=rounded_l1_bound(l2, config.encoded_dim),
         local_noise_parameter=config.local_noise_parameter,
+        decoded_survivors=s,
+        assumed_corrupt=config.max_corrupt,
     )
 
 

@@ -12,16 +12,57 @@ import numpy.typing as npt
 from protos.secagg.he.v1 import he_pb2 as pb
 from protos.wire import WireError
 from secagg import ConfigError
-from secagg.he import HeRoundConfig, HeScheme, WeakParameters, get_params
+from secagg.he import (
+    SEALED_TAG_BYTES,
+    HeContribution,
+    HeRoundConfig,
+    HeScheme,
+    WeakParameters,
+    get_params,
+)
 
 __all__ = [
     "WireError",
+    "check_upload_fields",
     "config_from_pb",
     "config_to_pb",
+    "contribution_from_pb",
+    "contribution_to_pb",
     "int_sum_from_bytes",
     "int_sum_to_bytes",
     "max_message_bytes",
 ]
+
+_SIGNATURE_BYTES = 64
+_DIGEST_BYTES = 32
+
+
+def check_upload_fields(sealed_tag: bytes, signature: bytes) -> None:
+    """An upload's sealed tag and signature have exactly their fixed sizes."""
+    if len(sealed_tag) != SEALED_TAG_BYTES or len(signature) != _SIGNATURE_BYTES:
+        raise WireError(
+            f"an upload carries a {SEALED_TAG_BYTES}-byte sealed tag and a "
+            f"{_SIGNATURE_BYTES}-byte signature on its first chunk"
+        )
+
+
+def contribution_to_pb(c: HeContribution) -> pb.Contribution:
+    return pb.Contribution(
+        client_id=c.client_id,
+        sealed_tag=c.sealed_tag,
+        upload_digest=c.upload_digest,
+        signature=c.signature,
+    )
+
+
+def contribution_from_pb(msg: pb.Contribution) -> HeContribution:
+    """Sizes checked; the key holder checks the signature and opens the tag."""
+    check_upload_fields(bytes(msg.sealed_tag), bytes(msg.signature))
+    if len(msg.upload_digest) != _DIGEST_BYTES:
+        raise WireError(f"an upload digest is {_DIGEST_BYTES} bytes")
+    return HeContribution(
+        msg.client_id, bytes(msg.sealed_tag), bytes(msg.upload_digest), bytes(msg.signature)
+    )
 
 
 def config_to_pb(cfg: HeRoundConfig) -> pb.HeRoundConfig:
@@ -88,7 +129,7 @@ def max_message_bytes(cfg: HeRoundConfig) -> int:
     with its public context, or a released sum), plus slack."""
     p = cfg.he_params
     chunk_hi = p.chunk_bounds()[1]
-    sums = cfg.layout.chunks * (chunk_hi + 16)
-    keys = 2 * p.public_context_bounds()[1] + 8192
+    sums = cfg.layout.chunks * (chunk_hi + 16) + cfg.n * (SEALED_TAG_BYTES + 128)
+    keys = 2 * p.public_context_bounds()[1] + 8192  # (the 32-byte tag key fits the slack)
     release = 8 * cfg.d
     return max(sums, keys, release) + (1 << 16)

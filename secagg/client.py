@@ -159,6 +159,7 @@ class SecAggClient:
         self._keys: dict[int, AdvertiseKeys] = {}
         self._seed = b""
         self.neighbours: frozenset[int] = frozenset()
+        self._u1: frozenset[int] = frozenset()  # who advertised keys (U1): U3 must lie inside
         self._held: dict[int, tuple[int, int]] = {}  # owner -> (y_s, y_b) this client holds
         self._survivors: frozenset[int] = frozenset()
         # Verified rounds only, from MaskedInput to CHECK: what the proof needs.
@@ -304,6 +305,7 @@ class SecAggClient:
                 raise InvalidMessage(f"client {v} reuses a public key (replay)", culprit=v)
             seen_pks |= {e.c_pk, e.s_pk}
         self._keys = {v: keys[v] for v in self.neighbours}
+        self._u1 = frozenset(keys)
 
         # §4.2: share s_sk and b among the neighbours.
         session = cfg.session_id
@@ -448,6 +450,13 @@ class SecAggClient:
         u3 = frozenset(msg.survivors)
         if self.id not in u3:
             raise InconsistentView("this client is missing from the survivor list")
+        # U3 must lie inside U1 (registered ids whose signed keys this client saw), or the server
+        # could pad U3 past min_cohort with ids that never took part (SPEC.md D13).
+        outside = u3 - self._u1
+        if outside or not u3 <= self._registry.keys():
+            raise InconsistentView(
+                f"survivors {sorted(outside)} never advertised keys in this round (U3 not in U1)"
+            )
         near = u3 & self.neighbours
         unknown = near - self._held.keys()
         if unknown:

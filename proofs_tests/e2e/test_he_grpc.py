@@ -1,10 +1,13 @@
 """End to end, HE mode: an aggregator, a key holder and five client processes on 127.0.0.1
 over mutual TLS, started and killed by the test.
 
-One client is SIGKILLed just before it uploads (a dropout: it costs nothing); two members played
-by the test send a truncated ciphertext and one that makes the sandboxed parser segfault (the
-aggregator's test-only crash marker): both are refused with INVALID_ARGUMENT and the service
-keeps serving. The round publishes the sum of the four honest uploads, checked against numpy.
+One client is SIGKILLed just before it uploads (a dropout: it costs nothing); three members
+played by the test send a truncated ciphertext, one that makes the sandboxed parser segfault (the
+aggregator's test-only crash marker), and a well-formed upload signed with a key that is not its
+registered identity: all are refused with INVALID_ARGUMENT and the service keeps serving. The key
+holder checks every contributor's signed, sealed tag against the sum it decrypts (tags travel on
+the first chunk of each upload). The round publishes the sum of the four honest uploads, checked
+against numpy.
 """
 
 from __future__ import annotations
@@ -21,19 +24,22 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aggregator.consortium import init_consortium, load_consortium
 from aggregator.he_material import issue_keyholder_cert, keyholder_material
+from proofs_tests.he_helpers import signed_upload
 from protos import he_wire
 from protos.secagg.he.v1 import he_pb2 as pb
 from protos.secagg.he.v1 import he_pb2_grpc as pb_grpc
+from secagg.he import HeClient
 
 REPO = Path(__file__).resolve().parents[2]
 MARKER = b"he05-e2e-crash-marker"
 D = 6000
 HONEST = (1, 2, 3, 4)
 KILLED = 5
-TRUNCATOR, CRASHER = 6, 7
+TRUNCATOR, CRASHER, FORGER = 6, 7, 8
 
 # Ask the kernel to SIGKILL the child when the test process dies, then exec the command (the
 # same launcher as proofs_tests/e2e/cluster.py).
@@ -116,8 +122,17 @@ def _stub(
 
 
 def _upload(
-    stub: pb_grpc.HeAggregatorStub, info: pb.RoundInfo, sender: int, chunks: list[bytes]
+    stub: pb_grpc.HeAggregatorStub,
+    info: pb.RoundInfo,
+    sender: int,
+    chunks: list[bytes],
+    ident: Ed25519PrivateKey | None = None,
 ) -> grpc.StatusCode:
+    """``chunks`` as ``sender``, tagged and signed with ``ident`` (none: no tag, no signature)."""
+    sealed = sig = b""
+    if ident is not None:
+        up = signed_upload(he_wire.config_from_pb(info.config), info.tag_key, sender, ident, chunks)
+        sealed, sig = up.sealed_tag, up.signature
     msgs = [
         pb.UploadChunk(
             round=info.config.round,
@@ -125,6 +140,8 @@ def _upload(
             sender=sender,
             index=i,
             ciphertext=c,
+            sealed_tag=sealed if i == 0 else b"",
+            signature=sig if i == 0 else b"",
         )
         for i, c in enumerate(chunks)
     ]
@@ -139,7 +156,8 @@ def _upload(
 def test_he_round_over_grpc_with_a_dropout_and_hostile_uploads(
     tmp_path: Path, procs: _Procs
 ) -> None:
-    cons = init_consortium(7, tmp_path / "consortium")
+    cons = init_consortium(8, tmp_path / "consortium")
+    members = load_consortium(cons)
     issue_keyholder_cert(cons)
     rng = np.random.default_rng(11)
     inputs = {i: rng.normal(0.0, 0.6, D) for i in (*HONEST, KILLED)}
@@ -166,8 +184,10 @@ def test_he_round_over_grpc_with_a_dropout_and_hostile_uploads(
     try:
         ch6, bad6 = _stub(cons, port, TRUNCATOR)
         ch7, bad7 = _stub(cons, port, CRASHER)
+        ch8, bad8 = _stub(cons, port, FORGER)
         chk, kh = _stub(cons, port, None)
-        channels = [ch6, ch7, chk]
+        channels = [ch6, ch7, ch8, chk]
+        ident6, ident7 = members.member(TRUNCATOR).identity, members.member(CRASHER).identity
         info = bad6.GetRound(
             pb.GetRoundRequest(client_id=TRUNCATOR, after_round=-1), timeout=60, wait_for_ready=True
         )
@@ -176,18 +196,29 @@ def test_he_round_over_grpc_with_a_dropout_and_hostile_uploads(
         chunks = cfg.layout.chunks
         # A truncated ciphertext: refused on its size, the sender excluded from the round.
         assert (
-            _upload(bad6, info, TRUNCATOR, [bytes(100)] * chunks)
+            _upload(bad6, info, TRUNCATOR, [bytes(100)] * chunks, ident6)
             == grpc.StatusCode.INVALID_ARGUMENT
         )
         assert (
-            _upload(bad6, info, TRUNCATOR, [bytes(lo)] * chunks)
+            _upload(bad6, info, TRUNCATOR, [bytes(lo)] * chunks, ident6)
             == grpc.StatusCode.FAILED_PRECONDITION
         )
         # A ciphertext that kills the parser (SIGSEGV in the sandbox): refused, service alive.
         assert (
-            _upload(bad7, info, CRASHER, [MARKER + bytes(lo)] * chunks)
+            _upload(bad7, info, CRASHER, [MARKER + bytes(lo)] * chunks, ident7)
             == grpc.StatusCode.INVALID_ARGUMENT
         )
+        # A genuine encryption signed by a key that is not member 8's registered identity (the
+        # aggregator cannot invent contributors either: the key holder checks the same).
+        pub = HeClient(
+            cfg, info.public_context, info.tag_key, FORGER, Ed25519PrivateKey.generate()
+        ).encrypt(np.zeros(D))
+        assert (
+            _upload(bad8, info, FORGER, list(pub.chunks), Ed25519PrivateKey.generate())
+            == grpc.StatusCode.INVALID_ARGUMENT
+        )
+        # ... and an upload without tag or signature is refused on its form.
+        assert _upload(bad8, info, FORGER, list(pub.chunks)) == grpc.StatusCode.INVALID_ARGUMENT
         # Identities are enforced: member 6 cannot upload as 1, a member cannot take key tasks,
         # the key holder cannot join as a member.
         assert _upload(bad6, info, 1, [bytes(lo)] * chunks) == grpc.StatusCode.PERMISSION_DENIED
@@ -213,9 +244,10 @@ def test_he_round_over_grpc_with_a_dropout_and_hostile_uploads(
 
     summary = json.loads((out / "round-0.json").read_text())
     assert summary["included"] == list(HONEST)
-    assert summary["dropped"] == [KILLED, TRUNCATOR, CRASHER]
-    assert set(summary["rejected"]) == {str(TRUNCATOR), str(CRASHER)}
+    assert summary["dropped"] == [KILLED, TRUNCATOR, CRASHER, FORGER]
+    assert set(summary["rejected"]) == {str(TRUNCATOR), str(CRASHER), str(FORGER)}
     assert "HE-05" in summary["rejected"][str(CRASHER)]
+    assert "signature" in summary["rejected"][str(FORGER)]
     assert summary["count"] == 4 and summary["mode"] == "he" and summary["params"] == "bfv-4096"
     aggregate = np.load(out / "round-0.npy", allow_pickle=False)
     truth = sum(np.clip(inputs[i], -1.0, 1.0) for i in HONEST)

@@ -3,7 +3,8 @@
 Three roles, three kinds of key material:
 
 * :class:`HeKeyHolder` generates a fresh key set per round and decrypts only that round's final
-  sum, once, and only if it holds at least ``min_cohort`` contributions;
+  sum, once, and only if it holds at least ``min_cohort`` distinct registered contributors,
+  each exactly once (per-round tags, :mod:`secagg.he.tags`);
 * :class:`HeClient` (or :func:`encrypt_update`) holds an encrypt-only public context;
 * :class:`HeAccumulator` (the aggregator) holds a parameters-only context (~90 bytes, no key)
   and adds ciphertexts as they arrive.
@@ -19,8 +20,10 @@ Pure: no sockets, no clocks (except the optional worker timeout).
 from secagg.he._errors import (
     DecryptionRefused,
     DeserializerCrashed,
+    ForgedSum,
     HeError,
     InvalidCiphertext,
+    InvalidUpload,
     WeakParameters,
 )
 from secagg.he._ops import ChunkSpec, ContextKind, HeBackend, InProcessBackend
@@ -28,7 +31,14 @@ from secagg.he.accumulator import HeAccumulator
 from secagg.he.client import HeClient, encrypt_update
 from secagg.he.config import HE_PROTOCOL_VERSION, HeRoundConfig, PackingLayout
 from secagg.he.keyholder import HeKeyHolder
-from secagg.he.messages import HeRelease, HeRoundKeys, HeSumMessage, HeUpload, context_digest
+from secagg.he.messages import (
+    HeContribution,
+    HeRelease,
+    HeRoundKeys,
+    HeSumMessage,
+    HeUpload,
+    context_digest,
+)
 from secagg.he.params import (
     ALLOWED_PARAMS,
     BFV_4096,
@@ -41,6 +51,7 @@ from secagg.he.params import (
 )
 from secagg.he.sandbox import SafeDeserializer
 from secagg.he.simulate import HeSimulationResult, simulate_he, simulate_round
+from secagg.he.tags import SEALED_TAG_BYTES, check_slots
 
 __all__ = [
     "ALLOWED_PARAMS",
@@ -49,13 +60,16 @@ __all__ = [
     "CKKS_8192",
     "DEFAULT_PARAMS",
     "HE_PROTOCOL_VERSION",
+    "SEALED_TAG_BYTES",
     "ChunkSpec",
     "ContextKind",
     "DecryptionRefused",
     "DeserializerCrashed",
+    "ForgedSum",
     "HeAccumulator",
     "HeBackend",
     "HeClient",
+    "HeContribution",
     "HeError",
     "HeKeyHolder",
     "HeParams",
@@ -68,9 +82,11 @@ __all__ = [
     "HeUpload",
     "InProcessBackend",
     "InvalidCiphertext",
+    "InvalidUpload",
     "PackingLayout",
     "SafeDeserializer",
     "WeakParameters",
+    "check_slots",
     "context_digest",
     "encrypt_update",
     "get_params",

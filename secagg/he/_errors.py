@@ -7,8 +7,10 @@ from secagg._errors import ConfigError, SecAggError
 __all__ = [
     "DecryptionRefused",
     "DeserializerCrashed",
+    "ForgedSum",
     "HeError",
     "InvalidCiphertext",
+    "InvalidUpload",
     "WeakParameters",
 ]
 
@@ -35,3 +37,14 @@ class DeserializerCrashed(InvalidCiphertext):
 class DecryptionRefused(HeError):
     """The key holder will not decrypt: not a round it issued keys for, already decrypted, or
     not a sum of at least ``min_cohort`` contributions (threats.md HE-02, HE-03)."""
+
+
+class InvalidUpload(InvalidCiphertext):
+    """An upload whose signature does not verify under its sender's registered identity, or
+    whose sealed tag is malformed: refused before it is added (threat_models/he.md)."""
+
+
+class ForgedSum(DecryptionRefused):
+    """The sum is not the claimed contributors' uploads, each once: a claimed contributor is
+    unregistered or unsigned, a sealed tag does not open, or the check slots do not hold the
+    sum of the claimed contributors' tags (threat_models/he.md, "Tags"). Nothing is released."""

@@ -11,6 +11,8 @@ linear and every field sum stays below ``2^(w-1)`` in magnitude, the slot sums d
 into the field sums exactly: no offsets, no carries between fields, no wrap-around modulo the
 plaintext modulus (BFV) or the scale's headroom (CKKS). Slots are laid out plane by plane (field
 ``j`` of slot ``s`` is value ``s + j * total_slots``) so packing is a reshape and a weighted sum.
+Every ciphertext ends with ``check_slots`` slots that hold no data, only the clients' tags
+(:mod:`secagg.he.tags`); BFV also pads every data slot with a tag modulo ``t``.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ from secagg.config import RoundConfig
 from secagg.encoding import DEFAULT_LEVEL_BITS, RingEncoding
 from secagg.he._errors import DecryptionRefused
 from secagg.he.params import DEFAULT_PARAMS, HeParams, HeScheme, get_params
+from secagg.he.tags import check_slots
 
 __all__ = ["HE_PROTOCOL_VERSION", "HeRoundConfig", "PackingLayout"]
 
-HE_PROTOCOL_VERSION = 1
+HE_PROTOCOL_VERSION = 2  # 2: per-round contribution tags and signed uploads
 MAX_D = 1 << 28
 LABEL_HE_CONFIG = b"secagg/he/v1/config"
 
@@ -41,12 +44,19 @@ I64 = npt.NDArray[np.int64]
 @dataclass(frozen=True, slots=True)
 class PackingLayout:
     """Where each field lives: ``values`` fields (count first), ``fields_per_slot`` per slot,
-    ``slots_per_chunk`` slots per ciphertext."""
+    ``slots_per_chunk`` data slots per ciphertext, followed in every ciphertext by
+    ``check_slots`` slots that carry only the clients' tags (:mod:`secagg.he.tags`)."""
 
     field_bits: int
     fields_per_slot: int
     slots_per_chunk: int
     values: int
+    check_slots: int = 0
+
+    @property
+    def ciphertext_slots(self) -> int:
+        """Slots of one ciphertext: data then check slots."""
+        return self.slots_per_chunk + self.check_slots
 
     @property
     def chunks(self) -> int:
@@ -172,7 +182,8 @@ class HeRoundConfig:
     def layout(self) -> PackingLayout:
         p = self.he_params
         w = self.encoding.bits
-        return PackingLayout(w, p.payload_bits // w, p.slots, self.d + 1)
+        r = check_slots(p, self.n)
+        return PackingLayout(w, p.payload_bits // w, p.slots - r, self.d + 1, r)
 
     @property
     def flood_units(self) -> int:
@@ -206,6 +217,7 @@ class HeRoundConfig:
             "scale": float(enc.scale).hex(),
             "fields_per_slot": lay.fields_per_slot,
             "chunks": lay.chunks,
+            "check_slots": lay.check_slots,
             "flood": self.flood_units,
         }
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()

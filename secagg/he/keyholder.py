@@ -9,10 +9,15 @@ Rules (the only path to a ``decrypt()`` call in the code base; a test checks tha
    ``(session, round)`` it issued keys for and has not decrypted yet. Malformed bytes are
    refused before decryption; from the first decryption on, the key is destroyed whatever the
    outcome: one decryption per round.
-3. It releases only a sum: the count field must lie in ``[min_cohort, n]`` and equal the number
-   of contributors the aggregator claims, every coordinate must be reachable by that many
-   inputs, padding must be zero (threats.md HE-03). Its own ``min_cohort`` is a policy floor,
-   independent of the round's parameters.
+3. It releases only a sum of distinct registered contributors, each counted once: every
+   claimed contributor must be in the registry and have signed its sealed tag and chunk digest
+   (Ed25519, :mod:`secagg.he.tags`), every sealed tag must open under the round's tag key, and
+   the check slots of every ciphertext must hold exactly the sum of the claimed contributors'
+   tags (BFV: after subtracting every claimed pad modulo ``t``, the check slots are zero).
+   Then the count field must lie in ``[min_cohort, n]`` and equal the number of claimed
+   contributors, every coordinate must be reachable by that many inputs, padding must be zero
+   (threats.md HE-03; threat_models/he.md). Its own ``min_cohort`` is a policy floor,
+   independent of the round's parameters. It never sees an individual ciphertext.
 4. CKKS (threats.md HE-02): the decryption is rounded to the encoding grid (refused if any slot
    is further than 1/4 from it: noise beyond the parameter set's bound), then every coordinate
    gets uniform integer noise in ``[-flood, flood]`` grid units before release. Raw decryptions
@@ -21,13 +26,16 @@ Rules (the only path to a ``decrypt()`` call in the code base; a test checks tha
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from secagg._errors import ConfigError
+from secagg._crypto import ed25519_verify, x25519_keypair
+from secagg._errors import ConfigError, InvalidSignature
 from secagg._rng import RandomSource, SystemRandom, uniform_floats
-from secagg.he._errors import DecryptionRefused, HeError, InvalidCiphertext
+from secagg.he._errors import DecryptionRefused, ForgedSum, HeError, InvalidCiphertext
 from secagg.he._ops import (
     ChunkSpec,
     HeBackend,
@@ -39,6 +47,7 @@ from secagg.he._ops import (
 from secagg.he.config import HeRoundConfig
 from secagg.he.messages import HeRelease, HeRoundKeys, HeSumMessage
 from secagg.he.params import HeScheme
+from secagg.he.tags import LABEL_HE_UPLOAD, open_tag_seed, tag_values, upload_payload
 
 __all__ = ["HeKeyHolder"]
 
@@ -47,12 +56,15 @@ _CKKS_ROUNDING_SLACK = 0.25
 
 
 class HeKeyHolder:
-    """Holds one secret key per open round. ``backend`` (e.g. a
+    """Holds one secret key per open round. ``registry`` maps every consortium member's id to
+    its Ed25519 identity key (the only contributors it accepts). ``backend`` (e.g. a
     :class:`secagg.he.SafeDeserializer`) re-serializes the aggregator's bytes in a sandbox
-    before they are parsed next to the secret key; ``rng`` draws the CKKS flooding noise."""
+    before they are parsed next to the secret key; ``rng`` draws the round tag keys and the
+    CKKS flooding noise."""
 
     def __init__(
         self,
+        registry: Mapping[int, bytes],
         *,
         min_cohort: int = 3,
         rng: RandomSource | None = None,
@@ -65,9 +77,10 @@ class HeKeyHolder:
         if rng.deterministic and not allow_deterministic_rng:
             raise ConfigError("a deterministic RNG is for tests only (flooding noise)")
         self.min_cohort = min_cohort
+        self.registry = dict(registry)
         self.backend = backend
         self._rng = rng
-        self._open: dict[tuple[bytes, int], tuple[HeRoundConfig, Any]] = {}
+        self._open: dict[tuple[bytes, int], tuple[HeRoundConfig, Any, bytes, bytes]] = {}
         self._spent: set[tuple[bytes, int]] = set()
 
     @property
@@ -84,8 +97,9 @@ class HeKeyHolder:
         if len(self._open) >= _MAX_OPEN_ROUNDS:
             raise HeError(f"more than {_MAX_OPEN_ROUNDS} rounds open: close some first")
         ctx = new_context(config.he_params)
-        keys = HeRoundKeys(config, serialize_public(ctx), serialize_parameters(ctx))
-        self._open[key] = (config, ctx)
+        tag_sk, tag_pk = x25519_keypair(self._rng)  # Security: fresh per round, never leaves
+        keys = HeRoundKeys(config, serialize_public(ctx), serialize_parameters(ctx), tag_pk)
+        self._open[key] = (config, ctx, tag_sk, tag_pk)
         return keys
 
     def forget(self, session_id: bytes, round_: int) -> None:
@@ -93,6 +107,44 @@ class HeKeyHolder:
         key = (bytes(session_id), round_)
         if self._open.pop(key, None) is not None:
             self._spent.add(key)
+
+    def _claimed_tags(
+        self, cfg: HeRoundConfig, message: HeSumMessage, tag_sk: bytes, tag_pk: bytes
+    ) -> npt.NDArray[np.int64]:
+        """The sum of the claimed contributors' tags, one row per ciphertext (all slots for BFV,
+        the check slots for CKKS), after checking who they are; :class:`ForgedSum` otherwise."""
+        params, lay = cfg.he_params, cfg.layout
+        contribs = message.contributions
+        if tuple(c.client_id for c in contribs) != tuple(message.included):
+            raise ForgedSum("the signed contributions do not match the claimed contributors")
+        width = lay.ciphertext_slots if params.scheme is HeScheme.BFV else lay.check_slots
+        total = np.zeros(lay.chunks * width, dtype=np.int64)
+        for c in contribs:
+            pk = self.registry.get(c.client_id)
+            if pk is None:
+                raise ForgedSum(f"claimed contributor {c.client_id} is not registered")
+            if len(c.upload_digest) != 32:
+                raise ForgedSum(f"contributor {c.client_id}'s upload digest is malformed")
+            try:
+                ed25519_verify(
+                    pk,
+                    c.signature,
+                    LABEL_HE_UPLOAD,
+                    cfg.digest,
+                    upload_payload(c.client_id, c.sealed_tag, c.upload_digest),
+                    who=c.client_id,
+                )
+            except InvalidSignature:
+                raise ForgedSum(
+                    f"claimed contributor {c.client_id} did not sign this contribution"
+                ) from None
+            seed = open_tag_seed(cfg.digest, c.client_id, c.sealed_tag, tag_sk, tag_pk)
+            vals = tag_values(seed, cfg.digest, c.client_id, params, cfg.n, total.size)
+            if params.scheme is HeScheme.BFV:
+                total = np.mod(total + vals, params.plain_modulus)
+            else:
+                total += vals
+        return total.reshape(lay.chunks, width)
 
     def release(self, message: HeSumMessage) -> HeRelease:
         """Decrypt a round's final sum and release it (see the module docstring), or raise
@@ -103,7 +155,7 @@ class HeKeyHolder:
         entry = self._open.get(key)
         if entry is None:
             raise DecryptionRefused("no key set was issued for this session and round")
-        cfg, ctx = entry
+        cfg, ctx, tag_sk, tag_pk = entry
         params, lay, enc = cfg.he_params, cfg.layout, cfg.encoding
         claimed = len(set(message.included))
         if claimed != len(message.included) or claimed < self.min_cohort:
@@ -112,6 +164,7 @@ class HeKeyHolder:
             )
         if len(message.chunks) != lay.chunks:
             raise InvalidCiphertext(f"{len(message.chunks)} chunks, the round has {lay.chunks}")
+        tags = self._claimed_tags(cfg, message, tag_sk, tag_pk)
         chunks = list(message.chunks)
         if self.backend is not None:  # parse the aggregator's bytes in a sandbox first
             spec = ChunkSpec(params, serialize_parameters(ctx))
@@ -121,7 +174,9 @@ class HeKeyHolder:
         # From here on the key is spent, whatever the outcome.
         del self._open[key]
         self._spent.add(key)
-        raw = np.concatenate([np.asarray(v.decrypt()) for v in vectors])
+        raw = np.stack([np.asarray(v.decrypt()) for v in vectors])
+        if raw.shape != (lay.chunks, lay.ciphertext_slots):
+            raise DecryptionRefused("the decrypted sum has the wrong number of slots")
         if params.scheme is HeScheme.CKKS:
             limit = float(2 ** (params.payload_bits - 1))
             if not np.all(np.isfinite(raw)) or np.any(np.abs(raw) >= limit):
@@ -132,9 +187,18 @@ class HeKeyHolder:
                     "CKKS noise beyond the parameter set's bound: nothing is released (HE-02)"
                 )
             slots = grid.astype(np.int64)
-        else:
-            slots = raw.astype(np.int64)
-        fields = lay.unpack(slots)
+            check = slots[:, lay.slots_per_chunk :] - tags
+        else:  # remove every claimed pad; BFV decrypts to centred values mod t
+            t = params.plain_modulus
+            slots = np.mod(raw.astype(np.int64) - tags, t)
+            slots = np.where(slots > t // 2, slots - t, slots)
+            check = slots[:, lay.slots_per_chunk :]
+        if np.any(check != 0):
+            raise ForgedSum(
+                "the check slots do not hold the claimed contributors' tags: the sum is not "
+                "their uploads, each once (threat_models/he.md); nothing is released"
+            )
+        fields = lay.unpack(slots[:, : lay.slots_per_chunk].reshape(-1))
         count = int(fields[0])
         if not self.min_cohort <= count <= cfg.n:
             raise DecryptionRefused(

@@ -13,7 +13,9 @@ from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from secagg._crypto import ed25519_public
 from secagg._errors import ConfigError, EncodingError
 from secagg._rng import DeterministicRandom, RandomSource, SystemRandom
 from secagg.config import RoundConfig
@@ -82,8 +84,16 @@ def simulate_he(
     if config.session_id is None:
         config = config.with_session(root.bytes(16))
     gone = _dropped(drops)
+    identities = {
+        u: Ed25519PrivateKey.from_private_bytes(
+            (root if not test else DeterministicRandom(f"he/{seed}/identity/{u}")).bytes(32)
+        )
+        for u in range(1, n + 1)
+    }
+    registry = {u: ed25519_public(k) for u, k in identities.items()}
     t_start = clock()
     holder = HeKeyHolder(
+        registry,
         min_cohort=min_cohort,
         rng=root if not test else DeterministicRandom(f"he/{seed}/keyholder"),
         allow_deterministic_rng=test,
@@ -91,7 +101,7 @@ def simulate_he(
     t0 = clock()
     keys = holder.open_round(config)
     t_keygen = clock() - t0
-    acc = HeAccumulator(config, keys.parameters_context, backend=backend)
+    acc = HeAccumulator(config, keys.parameters_context, registry, backend=backend)
     enc_times: list[float] = []
     add_times: list[float] = []
     sizes: list[int] = []
@@ -103,12 +113,20 @@ def simulate_he(
             continue
         rng = root if not test else DeterministicRandom(f"he/{seed}/client/{u}")
         t0 = clock()
-        client = HeClient(config, keys.public_context, rng=rng, allow_deterministic_rng=test)
+        client = HeClient(
+            config,
+            keys.public_context,
+            keys.tag_key,
+            u,
+            identities[u],
+            rng=rng,
+            allow_deterministic_rng=test,
+        )
         upload = client.encrypt(x)
         enc_times.append(clock() - t0)
         sizes.append(upload.nbytes)
         t0 = clock()
-        acc.add(u, upload.chunks)
+        acc.add(u, upload)
         add_times.append(clock() - t0)
     t0 = clock()
     message = acc.close()

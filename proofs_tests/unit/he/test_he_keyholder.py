@@ -8,16 +8,18 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from proofs_tests.he_helpers import REGISTRY, he_upload
 from secagg import ConfigError, DeterministicRandom
 from secagg.he import (
     DecryptionRefused,
+    ForgedSum,
     HeAccumulator,
-    HeClient,
     HeError,
     HeKeyHolder,
     HeRoundConfig,
     HeRoundKeys,
     HeSumMessage,
+    HeUpload,
     InvalidCiphertext,
 )
 
@@ -26,20 +28,19 @@ SESSION = bytes(range(16))
 
 def _setup(n: int = 4, params: str = "bfv-4096", min_cohort: int = 3):  # type: ignore[no-untyped-def]
     cfg = HeRoundConfig(n=n, d=3000, params=params, session_id=SESSION)
-    holder = HeKeyHolder(min_cohort=min_cohort)
+    holder = HeKeyHolder(REGISTRY, min_cohort=min_cohort)
     keys = holder.open_round(cfg)
     return cfg, holder, keys
 
 
-def _chunks(cfg: HeRoundConfig, keys: HeRoundKeys, u: int) -> tuple[bytes, ...]:
-    c = HeClient(cfg, keys.public_context, rng=DeterministicRandom(u), allow_deterministic_rng=True)
-    return c.encrypt(np.full(cfg.d, 0.1 * u)).chunks
+def _upload(cfg: HeRoundConfig, keys: HeRoundKeys, u: int) -> HeUpload:
+    return he_upload(cfg, keys, u, np.full(cfg.d, 0.1 * u))
 
 
 def _sum(cfg: HeRoundConfig, keys: HeRoundKeys, ids: list[int]) -> HeSumMessage:
-    acc = HeAccumulator(cfg, keys.parameters_context)
+    acc = HeAccumulator(cfg, keys.parameters_context, REGISTRY)
     for u in ids:
-        acc.add(u, _chunks(cfg, keys, u))
+        acc.add(u, _upload(cfg, keys, u))
     return acc.close()
 
 
@@ -55,12 +56,15 @@ def test_releases_once_then_refuses() -> None:
 
 def test_refuses_a_single_contribution_even_if_the_aggregator_claims_more() -> None:
     cfg, holder, keys = _setup()
-    one = _chunks(cfg, keys, 1)
+    ups = {u: _upload(cfg, keys, u) for u in (1, 2, 3)}
+    one = ups[1].chunks
     with pytest.raises(DecryptionRefused, match="minimum cohort"):
-        holder.release(HeSumMessage(SESSION, 0, one, (1,)))
-    # Claiming three contributors for one ciphertext: decrypted, counted, refused, key spent.
-    with pytest.raises(DecryptionRefused, match="holds 1 contributions"):
-        holder.release(HeSumMessage(SESSION, 0, one, (1, 2, 3)))
+        holder.release(HeSumMessage(SESSION, 0, one, (1,), (ups[1].contribution(),)))
+    # Claiming three signed contributors for one ciphertext: decrypted, tags checked, refused,
+    # key spent.
+    contribs = tuple(ups[u].contribution() for u in (1, 2, 3))
+    with pytest.raises(ForgedSum, match="check slots"):
+        holder.release(HeSumMessage(SESSION, 0, one, (1, 2, 3), contribs))
     with pytest.raises(DecryptionRefused, match="already decrypted"):
         holder.release(_sum(cfg, keys, [1, 2, 3]))
 
@@ -68,8 +72,10 @@ def test_refuses_a_single_contribution_even_if_the_aggregator_claims_more() -> N
 def test_refuses_a_count_that_does_not_match_the_claim() -> None:
     cfg, holder, keys = _setup()
     msg = _sum(cfg, keys, [1, 2, 3, 4])
-    with pytest.raises(DecryptionRefused, match="claims 3"):
-        holder.release(replace(msg, included=(1, 2, 3)))
+    with pytest.raises(ForgedSum, match="do not match"):
+        holder.release(replace(msg, included=(1, 2, 3)))  # the key is not spent by this
+    with pytest.raises(ForgedSum, match="check slots"):
+        holder.release(replace(msg, included=(1, 2, 3), contributions=msg.contributions[:3]))
 
 
 def test_refuses_rounds_it_did_not_issue_and_forgotten_rounds() -> None:
@@ -109,6 +115,6 @@ def test_malformed_bytes_are_refused_before_the_key_is_spent() -> None:
 
 def test_policy_floor() -> None:
     with pytest.raises(ConfigError):
-        HeKeyHolder(min_cohort=1)
+        HeKeyHolder(REGISTRY, min_cohort=1)
     with pytest.raises(ConfigError, match="tests only"):
-        HeKeyHolder(rng=DeterministicRandom(0))
+        HeKeyHolder(REGISTRY, rng=DeterministicRandom(0))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tenseal as ts  # type: ignore[import-untyped]
 
+from proofs_tests.he_helpers import REGISTRY, identity
 from secagg import ConfigError, DeterministicRandom
 from secagg.he import (
     ALLOWED_PARAMS,
@@ -26,6 +27,7 @@ from secagg.he._ops import new_context, params_of, serialize_parameters, seriali
 from secagg.he.params import HE_STANDARD_MAX_BITS
 
 SESSION = bytes(range(16))
+TAG_KEY = bytes([9]) + bytes(31)  # the X25519 base point: a well-formed tag key
 
 
 def _keyless(ctx: ts.Context) -> bytes:
@@ -64,10 +66,10 @@ def test_a_serialized_context_with_other_parameters_is_refused(build) -> None:  
     ctx = build()
     cfg = HeRoundConfig(n=3, d=10, session_id=SESSION)
     with pytest.raises(WeakParameters):
-        HeAccumulator(cfg, _keyless(ctx))
+        HeAccumulator(cfg, _keyless(ctx), REGISTRY)
     # A public context that is larger than any of this set is refused before parsing.
     with pytest.raises((WeakParameters, InvalidCiphertext)):
-        HeClient(cfg, serialize_public(ctx))
+        HeClient(cfg, serialize_public(ctx), TAG_KEY, 1, identity(1))
 
 
 def test_a_ckks_context_with_another_scale_or_set_is_refused() -> None:
@@ -75,11 +77,11 @@ def test_a_ckks_context_with_another_scale_or_set_is_refused() -> None:
     ctx.global_scale = 2.0**30
     cfg = HeRoundConfig(n=3, d=10, params="ckks-4096", session_id=SESSION)
     with pytest.raises(WeakParameters):
-        HeAccumulator(cfg, _keyless(ctx))
+        HeAccumulator(cfg, _keyless(ctx), REGISTRY)
     # An allow-listed context, but for another round's parameter set.
     bfv_cfg = HeRoundConfig(n=3, d=10, session_id=SESSION)
     with pytest.raises(WeakParameters, match="the round uses bfv-4096"):
-        HeAccumulator(bfv_cfg, _keyless(new_context(CKKS_4096)))
+        HeAccumulator(bfv_cfg, _keyless(new_context(CKKS_4096)), REGISTRY)
 
 
 def test_config_checks_and_digest() -> None:
@@ -124,4 +126,4 @@ def test_client_refuses_a_deterministic_rng_by_default() -> None:
     cfg = HeRoundConfig(n=3, d=10, session_id=SESSION)
     pub = serialize_public(new_context(BFV_4096))
     with pytest.raises(ConfigError, match="tests only"):
-        HeClient(cfg, pub, rng=DeterministicRandom(1))
+        HeClient(cfg, pub, TAG_KEY, 1, identity(1), rng=DeterministicRandom(1))

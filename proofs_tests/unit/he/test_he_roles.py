@@ -7,24 +7,22 @@ import numpy as np
 import pytest
 import tenseal as ts  # type: ignore[import-untyped]
 
-from secagg import DeterministicRandom
+from proofs_tests.he_helpers import REGISTRY, he_upload, identity
 from secagg.he import HeClient, HeKeyHolder, HeRoundConfig, HeRoundKeys, InvalidCiphertext
 from secagg.he._ops import ContextKind, load_context, serialize_public
 
 SESSION = bytes(range(16))
+TAG_KEY = bytes([9]) + bytes(31)  # the X25519 base point: a well-formed tag key
 
 
 def _round(params: str = "bfv-4096") -> tuple[HeRoundConfig, HeRoundKeys, HeKeyHolder]:
     cfg = HeRoundConfig(n=4, d=5000, params=params, session_id=SESSION)
-    holder = HeKeyHolder()
+    holder = HeKeyHolder(REGISTRY)
     return cfg, holder.open_round(cfg), holder
 
 
 def _upload(cfg: HeRoundConfig, keys: HeRoundKeys, seed: int) -> bytes:
-    client = HeClient(
-        cfg, keys.public_context, rng=DeterministicRandom(seed), allow_deterministic_rng=True
-    )
-    return client.encrypt(np.full(cfg.d, 0.25)).chunks[0]
+    return he_upload(cfg, keys, seed, np.full(cfg.d, 0.25)).chunks[0]
 
 
 @pytest.mark.parametrize("params", ["bfv-4096", "ckks-4096"])
@@ -63,17 +61,17 @@ def test_a_context_carrying_the_secret_key_is_refused() -> None:
         save_public_key=True, save_secret_key=True, save_galois_keys=False, save_relin_keys=False
     )
     with pytest.raises(InvalidCiphertext):  # too big for a public context: not even parsed
-        HeClient(cfg, leaky)
+        HeClient(cfg, leaky, TAG_KEY, 1, identity(1))
     secret_only = ctx.serialize(
         save_public_key=False, save_secret_key=True, save_galois_keys=False, save_relin_keys=False
     )
     with pytest.raises(InvalidCiphertext, match="secret key"):
-        HeClient(cfg, secret_only)
+        HeClient(cfg, secret_only, TAG_KEY, 1, identity(1))
     with_relin = ctx.serialize(
         save_public_key=True, save_secret_key=False, save_galois_keys=False, save_relin_keys=True
     )
     with pytest.raises(InvalidCiphertext):
-        HeClient(cfg, with_relin)
+        HeClient(cfg, with_relin, TAG_KEY, 1, identity(1))
 
 
 def test_public_context_ships_once_and_is_not_in_a_ciphertext() -> None:

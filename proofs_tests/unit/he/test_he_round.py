@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from proofs_tests.he_helpers import REGISTRY, he_upload
 from secagg import DeterministicRandom, RoundConfig, SimulationResult, Stage
 from secagg.he import (
     HeAccumulator,
-    HeClient,
     HeKeyHolder,
     HeRoundConfig,
     HeSimulationResult,
@@ -27,18 +27,15 @@ def _inputs(n: int, d: int, seed: int = 0) -> list[np.ndarray]:
 
 def _exact_round(cfg: HeRoundConfig, xs: list[np.ndarray], drop: set[int]):  # type: ignore[no-untyped-def]
     """Drive the three roles by hand; return the release and the exact encoded sum."""
-    holder = HeKeyHolder(min_cohort=3)
+    holder = HeKeyHolder(REGISTRY, min_cohort=3)
     keys = holder.open_round(cfg)
-    acc = HeAccumulator(cfg, keys.parameters_context)
+    acc = HeAccumulator(cfg, keys.parameters_context, REGISTRY)
     enc = cfg.encoding
     expected = np.zeros(cfg.d, dtype=np.int64)
     for u, x in enumerate(xs, start=1):
         if u in drop:
             continue
-        c = HeClient(
-            cfg, keys.public_context, rng=DeterministicRandom(u), allow_deterministic_rng=True
-        )
-        acc.add(u, c.encrypt(x).chunks)
+        acc.add(u, he_upload(cfg, keys, u, x))
         expected += enc.to_signed(enc.encode(x, DeterministicRandom(u)))
     return holder.release(acc.close()), expected
 

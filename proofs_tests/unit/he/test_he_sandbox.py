@@ -8,14 +8,13 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from secagg import DeterministicRandom
+from proofs_tests.he_helpers import REGISTRY, he_upload
 from secagg.he import (
     BFV_4096,
     ChunkSpec,
     ContextKind,
     DeserializerCrashed,
     HeAccumulator,
-    HeClient,
     HeKeyHolder,
     HeRoundConfig,
     InvalidCiphertext,
@@ -36,22 +35,19 @@ def sandbox() -> Iterator[SafeDeserializer]:
 
 def test_sandboxed_round_matches_in_process(sandbox: SafeDeserializer) -> None:
     cfg = HeRoundConfig(n=4, d=9000, session_id=SESSION)
-    holder = HeKeyHolder(backend=sandbox)
+    holder = HeKeyHolder(REGISTRY, backend=sandbox)
     keys = holder.open_round(cfg)
-    acc = HeAccumulator(cfg, keys.parameters_context, backend=sandbox)
+    acc = HeAccumulator(cfg, keys.parameters_context, REGISTRY, backend=sandbox)
     xs = [np.full(cfg.d, 0.2 * u) for u in (1, 2, 3)]
     for u, x in enumerate(xs, start=1):
-        c = HeClient(
-            cfg, keys.public_context, rng=DeterministicRandom(u), allow_deterministic_rng=True
-        )
-        acc.add(u, c.encrypt(x).chunks)
+        acc.add(u, he_upload(cfg, keys, u, x))
     rel = holder.release(acc.close())
     assert rel.count == 3 and np.allclose(rel.aggregate, 1.2, atol=rel.error_bound)
 
 
 def test_a_crash_costs_one_input_and_the_pool_restarts(sandbox: SafeDeserializer) -> None:
     cfg = HeRoundConfig(n=4, d=100, session_id=SESSION)
-    holder = HeKeyHolder()
+    holder = HeKeyHolder(REGISTRY)
     keys = holder.open_round(cfg)
     spec = ChunkSpec(cfg.he_params, keys.parameters_context)
     lo, _ = cfg.he_params.chunk_bounds()
@@ -60,7 +56,7 @@ def test_a_crash_costs_one_input_and_the_pool_restarts(sandbox: SafeDeserializer
     with pytest.raises(DeserializerCrashed, match="HE-05"):
         sandbox.accumulate(spec, [None], [evil])
     assert sandbox.crashes == before + 1
-    good = HeClient(cfg, keys.public_context).encrypt(np.zeros(100)).chunks
+    good = he_upload(cfg, keys, 1, np.zeros(100)).chunks
     assert len(sandbox.accumulate(spec, [None], list(good))) == 1  # serving again
     with pytest.raises(DeserializerCrashed):
         sandbox.check_context(MARKER, cfg.he_params, ContextKind.PARAMETERS)

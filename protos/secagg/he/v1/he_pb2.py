@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cprotos/secagg/he/v1/he.proto\x12\x0csecagg.he.v1\"\xbf\x01\n\rHeRoundConfig\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\x0c\x12\r\n\x05round\x18\x03 \x01(\x04\x12\t\n\x01n\x18\x04 \x01(\r\x12\t\n\x01\x64\x18\x05 \x01(\r\x12\x0e\n\x06params\x18\x06 \x01(\t\x12\x0c\n\x04\x63lip\x18\x07 \x01(\x01\x12\x0c\n\x04\x62its\x18\x08 \x01(\r\x12\x12\n\nlevel_bits\x18\t \x01(\r\x12\r\n\x05\x66lood\x18\n \x01(\r\x12\x15\n\rconfig_digest\x18\x0b \x01(\x0c\"9\n\x0fGetRoundRequest\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x13\n\x0b\x61\x66ter_round\x18\x02 \x01(\x03\"\xb0\x01\n\tRoundInfo\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.secagg.he.v1.HeRoundConfig\x12\x16\n\x0epublic_context\x18\x02 \x01(\x0c\x12\x19\n\x11\x63ontext_signature\x18\x03 \x01(\x0c\x12\x1d\n\x15keyholder_certificate\x18\x04 \x01(\x0c\x12\x12\n\ndeadline_s\x18\x05 \x01(\x01\x12\x10\n\x08\x66inished\x18\x06 \x01(\x08\"c\n\x0bUploadChunk\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x12\n\nsession_id\x18\x02 \x01(\x0c\x12\x0e\n\x06sender\x18\x03 \x01(\r\x12\r\n\x05index\x18\x04 \x01(\r\x12\x12\n\nciphertext\x18\x05 \x01(\x0c\"\x1b\n\tUploadAck\x12\x0e\n\x06\x63hunks\x18\x01 \x01(\r\"D\n\x0c\x41waitRequest\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x12\n\nsession_id\x18\x02 \x01(\x0c\x12\x11\n\tclient_id\x18\x03 \x01(\r\"C\n\x0cRoundOutcome\x12\x11\n\tcompleted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08included\x18\x03 \x03(\r\"\r\n\x0bTaskRequest\"[\n\nSumRequest\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.secagg.he.v1.HeRoundConfig\x12\x0e\n\x06\x63hunks\x18\x02 \x03(\x0c\x12\x10\n\x08included\x18\x03 \x03(\r\"\xcb\x01\n\rKeyHolderTask\x12\x0f\n\x07task_id\x18\x01 \x01(\x04\x12\x31\n\nopen_round\x18\n \x01(\x0b\x32\x1b.secagg.he.v1.HeRoundConfigH\x00\x12+\n\x07release\x18\x0b \x01(\x0b\x32\x18.secagg.he.v1.SumRequestH\x00\x12-\n\x06\x66orget\x18\x0c \x01(\x0b\x32\x1b.secagg.he.v1.HeRoundConfigH\x00\x12\x12\n\x08\x66inished\x18\r \x01(\x08H\x00\x42\x06\n\x04\x62ody\"y\n\tRoundKeys\x12\x16\n\x0epublic_context\x18\x01 \x01(\x0c\x12\x1a\n\x12parameters_context\x18\x02 \x01(\x0c\x12\x19\n\x11\x63ontext_signature\x18\x03 \x01(\x0c\x12\x1d\n\x15keyholder_certificate\x18\x04 \x01(\x0c\"M\n\x07Release\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x0f\n\x07int_sum\x18\x02 \x01(\x0c\x12\x13\n\x0b\x65rror_bound\x18\x03 \x01(\x01\x12\r\n\x05\x66lood\x18\x04 \x01(\r\"\x19\n\x07Refusal\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xb7\x01\n\x0fKeyHolderAnswer\x12\x0f\n\x07task_id\x18\x01 \x01(\x04\x12\'\n\x04keys\x18\n \x01(\x0b\x32\x17.secagg.he.v1.RoundKeysH\x00\x12(\n\x07release\x18\x0b \x01(\x0b\x32\x15.secagg.he.v1.ReleaseH\x00\x12(\n\x07refusal\x18\x0c \x01(\x0b\x32\x15.secagg.he.v1.RefusalH\x00\x12\x0e\n\x04\x64one\x18\r \x01(\x08H\x00\x42\x06\n\x04\x62ody\"\x0b\n\tAnswerAck2\xe0\x02\n\x0cHeAggregator\x12\x42\n\x08GetRound\x12\x1d.secagg.he.v1.GetRoundRequest\x1a\x17.secagg.he.v1.RoundInfo\x12>\n\x06Upload\x12\x19.secagg.he.v1.UploadChunk\x1a\x17.secagg.he.v1.UploadAck(\x01\x12\x46\n\x0c\x41waitOutcome\x12\x1a.secagg.he.v1.AwaitRequest\x1a\x1a.secagg.he.v1.RoundOutcome\x12\x42\n\x08NextTask\x12\x19.secagg.he.v1.TaskRequest\x1a\x1b.secagg.he.v1.KeyHolderTask\x12@\n\x06\x41nswer\x12\x1d.secagg.he.v1.KeyHolderAnswer\x1a\x17.secagg.he.v1.AnswerAckb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cprotos/secagg/he/v1/he.proto\x12\x0csecagg.he.v1\"\xbf\x01\n\rHeRoundConfig\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\x0c\x12\r\n\x05round\x18\x03 \x01(\x04\x12\t\n\x01n\x18\x04 \x01(\r\x12\t\n\x01\x64\x18\x05 \x01(\r\x12\x0e\n\x06params\x18\x06 \x01(\t\x12\x0c\n\x04\x63lip\x18\x07 \x01(\x01\x12\x0c\n\x04\x62its\x18\x08 \x01(\r\x12\x12\n\nlevel_bits\x18\t \x01(\r\x12\r\n\x05\x66lood\x18\n \x01(\r\x12\x15\n\rconfig_digest\x18\x0b \x01(\x0c\"9\n\x0fGetRoundRequest\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x13\n\x0b\x61\x66ter_round\x18\x02 \x01(\x03\"\xc1\x01\n\tRoundInfo\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.secagg.he.v1.HeRoundConfig\x12\x16\n\x0epublic_context\x18\x02 \x01(\x0c\x12\x19\n\x11\x63ontext_signature\x18\x03 \x01(\x0c\x12\x1d\n\x15keyholder_certificate\x18\x04 \x01(\x0c\x12\x12\n\ndeadline_s\x18\x05 \x01(\x01\x12\x10\n\x08\x66inished\x18\x06 \x01(\x08\x12\x0f\n\x07tag_key\x18\x07 \x01(\x0c\"\x8a\x01\n\x0bUploadChunk\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x12\n\nsession_id\x18\x02 \x01(\x0c\x12\x0e\n\x06sender\x18\x03 \x01(\r\x12\r\n\x05index\x18\x04 \x01(\r\x12\x12\n\nciphertext\x18\x05 \x01(\x0c\x12\x12\n\nsealed_tag\x18\x06 \x01(\x0c\x12\x11\n\tsignature\x18\x07 \x01(\x0c\"\x1b\n\tUploadAck\x12\x0e\n\x06\x63hunks\x18\x01 \x01(\r\"D\n\x0c\x41waitRequest\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x12\n\nsession_id\x18\x02 \x01(\x0c\x12\x11\n\tclient_id\x18\x03 \x01(\r\"C\n\x0cRoundOutcome\x12\x11\n\tcompleted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08included\x18\x03 \x03(\r\"\r\n\x0bTaskRequest\"_\n\x0c\x43ontribution\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x12\n\nsealed_tag\x18\x02 \x01(\x0c\x12\x15\n\rupload_digest\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"\x8e\x01\n\nSumRequest\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.secagg.he.v1.HeRoundConfig\x12\x0e\n\x06\x63hunks\x18\x02 \x03(\x0c\x12\x10\n\x08included\x18\x03 \x03(\r\x12\x31\n\rcontributions\x18\x04 \x03(\x0b\x32\x1a.secagg.he.v1.Contribution\"\xcb\x01\n\rKeyHolderTask\x12\x0f\n\x07task_id\x18\x01 \x01(\x04\x12\x31\n\nopen_round\x18\n \x01(\x0b\x32\x1b.secagg.he.v1.HeRoundConfigH\x00\x12+\n\x07release\x18\x0b \x01(\x0b\x32\x18.secagg.he.v1.SumRequestH\x00\x12-\n\x06\x66orget\x18\x0c \x01(\x0b\x32\x1b.secagg.he.v1.HeRoundConfigH\x00\x12\x12\n\x08\x66inished\x18\r \x01(\x08H\x00\x42\x06\n\x04\x62ody\"\x8a\x01\n\tRoundKeys\x12\x16\n\x0epublic_context\x18\x01 \x01(\x0c\x12\x1a\n\x12parameters_context\x18\x02 \x01(\x0c\x12\x19\n\x11\x63ontext_signature\x18\x03 \x01(\x0c\x12\x1d\n\x15keyholder_certificate\x18\x04 \x01(\x0c\x12\x0f\n\x07tag_key\x18\x05 \x01(\x0c\"M\n\x07Release\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x0f\n\x07int_sum\x18\x02 \x01(\x0c\x12\x13\n\x0b\x65rror_bound\x18\x03 \x01(\x01\x12\r\n\x05\x66lood\x18\x04 \x01(\r\"\x19\n\x07Refusal\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xb7\x01\n\x0fKeyHolderAnswer\x12\x0f\n\x07task_id\x18\x01 \x01(\x04\x12\'\n\x04keys\x18\n \x01(\x0b\x32\x17.secagg.he.v1.RoundKeysH\x00\x12(\n\x07release\x18\x0b \x01(\x0b\x32\x15.secagg.he.v1.ReleaseH\x00\x12(\n\x07refusal\x18\x0c \x01(\x0b\x32\x15.secagg.he.v1.RefusalH\x00\x12\x0e\n\x04\x64one\x18\r \x01(\x08H\x00\x42\x06\n\x04\x62ody\"\x0b\n\tAnswerAck2\xe0\x02\n\x0cHeAggregator\x12\x42\n\x08GetRound\x12\x1d.secagg.he.v1.GetRoundRequest\x1a\x17.secagg.he.v1.RoundInfo\x12>\n\x06Upload\x12\x19.secagg.he.v1.UploadChunk\x1a\x17.secagg.he.v1.UploadAck(\x01\x12\x46\n\x0c\x41waitOutcome\x12\x1a.secagg.he.v1.AwaitRequest\x1a\x1a.secagg.he.v1.RoundOutcome\x12\x42\n\x08NextTask\x12\x19.secagg.he.v1.TaskRequest\x1a\x1b.secagg.he.v1.KeyHolderTask\x12@\n\x06\x41nswer\x12\x1d.secagg.he.v1.KeyHolderAnswer\x1a\x17.secagg.he.v1.AnswerAckb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,31 +36,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETROUNDREQUEST']._serialized_start=240
   _globals['_GETROUNDREQUEST']._serialized_end=297
   _globals['_ROUNDINFO']._serialized_start=300
-  _globals['_ROUNDINFO']._serialized_end=476
-  _globals['_UPLOADCHUNK']._serialized_start=478
-  _globals['_UPLOADCHUNK']._serialized_end=577
-  _globals['_UPLOADACK']._serialized_start=579
-  _globals['_UPLOADACK']._serialized_end=606
-  _globals['_AWAITREQUEST']._serialized_start=608
-  _globals['_AWAITREQUEST']._serialized_end=676
-  _globals['_ROUNDOUTCOME']._serialized_start=678
-  _globals['_ROUNDOUTCOME']._serialized_end=745
-  _globals['_TASKREQUEST']._serialized_start=747
-  _globals['_TASKREQUEST']._serialized_end=760
-  _globals['_SUMREQUEST']._serialized_start=762
-  _globals['_SUMREQUEST']._serialized_end=853
-  _globals['_KEYHOLDERTASK']._serialized_start=856
-  _globals['_KEYHOLDERTASK']._serialized_end=1059
-  _globals['_ROUNDKEYS']._serialized_start=1061
-  _globals['_ROUNDKEYS']._serialized_end=1182
-  _globals['_RELEASE']._serialized_start=1184
-  _globals['_RELEASE']._serialized_end=1261
-  _globals['_REFUSAL']._serialized_start=1263
-  _globals['_REFUSAL']._serialized_end=1288
-  _globals['_KEYHOLDERANSWER']._serialized_start=1291
-  _globals['_KEYHOLDERANSWER']._serialized_end=1474
-  _globals['_ANSWERACK']._serialized_start=1476
-  _globals['_ANSWERACK']._serialized_end=1487
-  _globals['_HEAGGREGATOR']._serialized_start=1490
-  _globals['_HEAGGREGATOR']._serialized_end=1842
+  _globals['_ROUNDINFO']._serialized_end=493
+  _globals['_UPLOADCHUNK']._serialized_start=496
+  _globals['_UPLOADCHUNK']._serialized_end=634
+  _globals['_UPLOADACK']._serialized_start=636
+  _globals['_UPLOADACK']._serialized_end=663
+  _globals['_AWAITREQUEST']._serialized_start=665
+  _globals['_AWAITREQUEST']._serialized_end=733
+  _globals['_ROUNDOUTCOME']._serialized_start=735
+  _globals['_ROUNDOUTCOME']._serialized_end=802
+  _globals['_TASKREQUEST']._serialized_start=804
+  _globals['_TASKREQUEST']._serialized_end=817
+  _globals['_CONTRIBUTION']._serialized_start=819
+  _globals['_CONTRIBUTION']._serialized_end=914
+  _globals['_SUMREQUEST']._serialized_start=917
+  _globals['_SUMREQUEST']._serialized_end=1059
+  _globals['_KEYHOLDERTASK']._serialized_start=1062
+  _globals['_KEYHOLDERTASK']._serialized_end=1265
+  _globals['_ROUNDKEYS']._serialized_start=1268
+  _globals['_ROUNDKEYS']._serialized_end=1406
+  _globals['_RELEASE']._serialized_start=1408
+  _globals['_RELEASE']._serialized_end=1485
+  _globals['_REFUSAL']._serialized_start=1487
+  _globals['_REFUSAL']._serialized_end=1512
+  _globals['_KEYHOLDERANSWER']._serialized_start=1515
+  _globals['_KEYHOLDERANSWER']._serialized_end=1698
+  _globals['_ANSWERACK']._serialized_start=1700
+  _globals['_ANSWERACK']._serialized_end=1711
+  _globals['_HEAGGREGATOR']._serialized_start=1714
+  _globals['_HEAGGREGATOR']._serialized_end=2066
 # @@protoc_insertion_point(module_scope)

@@ -41,34 +41,40 @@ class GetRoundRequest(_message.Message):
     def __init__(self, client_id: _Optional[int] = ..., after_round: _Optional[int] = ...) -> None: ...
 
 class RoundInfo(_message.Message):
-    __slots__ = ("config", "public_context", "context_signature", "keyholder_certificate", "deadline_s", "finished")
+    __slots__ = ("config", "public_context", "context_signature", "keyholder_certificate", "deadline_s", "finished", "tag_key")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     KEYHOLDER_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
+    TAG_KEY_FIELD_NUMBER: _ClassVar[int]
     config: HeRoundConfig
     public_context: bytes
     context_signature: bytes
     keyholder_certificate: bytes
     deadline_s: float
     finished: bool
-    def __init__(self, config: _Optional[_Union[HeRoundConfig, _Mapping]] = ..., public_context: _Optional[bytes] = ..., context_signature: _Optional[bytes] = ..., keyholder_certificate: _Optional[bytes] = ..., deadline_s: _Optional[float] = ..., finished: _Optional[bool] = ...) -> None: ...
+    tag_key: bytes
+    def __init__(self, config: _Optional[_Union[HeRoundConfig, _Mapping]] = ..., public_context: _Optional[bytes] = ..., context_signature: _Optional[bytes] = ..., keyholder_certificate: _Optional[bytes] = ..., deadline_s: _Optional[float] = ..., finished: _Optional[bool] = ..., tag_key: _Optional[bytes] = ...) -> None: ...
 
 class UploadChunk(_message.Message):
-    __slots__ = ("round", "session_id", "sender", "index", "ciphertext")
+    __slots__ = ("round", "session_id", "sender", "index", "ciphertext", "sealed_tag", "signature")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SENDER_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    SEALED_TAG_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     round: int
     session_id: bytes
     sender: int
     index: int
     ciphertext: bytes
-    def __init__(self, round: _Optional[int] = ..., session_id: _Optional[bytes] = ..., sender: _Optional[int] = ..., index: _Optional[int] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+    sealed_tag: bytes
+    signature: bytes
+    def __init__(self, round: _Optional[int] = ..., session_id: _Optional[bytes] = ..., sender: _Optional[int] = ..., index: _Optional[int] = ..., ciphertext: _Optional[bytes] = ..., sealed_tag: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class UploadAck(_message.Message):
     __slots__ = ("chunks",)
@@ -100,15 +106,29 @@ class TaskRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class Contribution(_message.Message):
+    __slots__ = ("client_id", "sealed_tag", "upload_digest", "signature")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SEALED_TAG_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    client_id: int
+    sealed_tag: bytes
+    upload_digest: bytes
+    signature: bytes
+    def __init__(self, client_id: _Optional[int] = ..., sealed_tag: _Optional[bytes] = ..., upload_digest: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
 class SumRequest(_message.Message):
-    __slots__ = ("config", "chunks", "included")
+    __slots__ = ("config", "chunks", "included", "contributions")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     INCLUDED_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
     config: HeRoundConfig
     chunks: _containers.RepeatedScalarFieldContainer[bytes]
     included: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, config: _Optional[_Union[HeRoundConfig, _Mapping]] = ..., chunks: _Optional[_Iterable[bytes]] = ..., included: _Optional[_Iterable[int]] = ...) -> None: ...
+    contributions: _containers.RepeatedCompositeFieldContainer[Contribution]
+    def __init__(self, config: _Optional[_Union[HeRoundConfig, _Mapping]] = ..., chunks: _Optional[_Iterable[bytes]] = ..., included: _Optional[_Iterable[int]] = ..., contributions: _Optional[_Iterable[_Union[Contribution, _Mapping]]] = ...) -> None: ...
 
 class KeyHolderTask(_message.Message):
     __slots__ = ("task_id", "open_round", "release", "forget", "finished")
@@ -125,16 +145,18 @@ class KeyHolderTask(_message.Message):
     def __init__(self, task_id: _Optional[int] = ..., open_round: _Optional[_Union[HeRoundConfig, _Mapping]] = ..., release: _Optional[_Union[SumRequest, _Mapping]] = ..., forget: _Optional[_Union[HeRoundConfig, _Mapping]] = ..., finished: _Optional[bool] = ...) -> None: ...
 
 class RoundKeys(_message.Message):
-    __slots__ = ("public_context", "parameters_context", "context_signature", "keyholder_certificate")
+    __slots__ = ("public_context", "parameters_context", "context_signature", "keyholder_certificate", "tag_key")
     PUBLIC_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     KEYHOLDER_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    TAG_KEY_FIELD_NUMBER: _ClassVar[int]
     public_context: bytes
     parameters_context: bytes
     context_signature: bytes
     keyholder_certificate: bytes
-    def __init__(self, public_context: _Optional[bytes] = ..., parameters_context: _Optional[bytes] = ..., context_signature: _Optional[bytes] = ..., keyholder_certificate: _Optional[bytes] = ...) -> None: ...
+    tag_key: bytes
+    def __init__(self, public_context: _Optional[bytes] = ..., parameters_context: _Optional[bytes] = ..., context_signature: _Optional[bytes] = ..., keyholder_certificate: _Optional[bytes] = ..., tag_key: _Optional[bytes] = ...) -> None: ...
 
 class Release(_message.Message):
     __slots__ = ("count", "int_sum", "error_bound", "flood")
