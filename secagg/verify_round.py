@@ -139,7 +139,7 @@ def _session_seed(config: RoundConfig, seed: bytes) -> bytes:
 
 def projection(config: RoundConfig, seed: bytes) -> Projection:
     """The round's public ``J x d`` binary Toeplitz matrix for the revealed ``seed``."""
-    return _verify().Projection(_session_seed(config, seed), config.d)  # type: ignore[no-any-return]
+    return _verify().projection_for(_session_seed(config, seed), config.d)  # type: ignore[no-any-return]
 
 
 def _claim_blinding(config: RoundConfig, seed: bytes, key: bytes) -> int:

@@ -30,7 +30,7 @@ from secagg.verify.norm import (
     prove_norm,
     verify_norm,
 )
-from secagg.verify.projection import Projection
+from secagg.verify.projection import Projection, projection_for
 
 __all__ = [
     "CHECK_ROWS",
@@ -54,6 +54,7 @@ __all__ = [
     "num_rows",
     "point_bytes",
     "point_from_bytes",
+    "projection_for",
     "prove_norm",
     "verify_norm",
 ]

@@ -86,7 +86,7 @@ from secagg.verify._algebra import (
     _Transcript,
     _uniform_range,
 )
-from secagg.verify.projection import CHECK_ROWS, Projection
+from secagg.verify.projection import CHECK_ROWS, projection_for
 
 __all__ = [
     "CHECK_ROWS",
@@ -430,7 +430,7 @@ def _statement(
     if check is None:
         tr.absorb(b"check", b"")
         return
-    proj = Projection(check.seed, d)
+    proj = projection_for(check.seed, d)
     tr.absorb(
         b"check",
         proj.digest
@@ -477,10 +477,11 @@ def _w_blocks(seed: bytes, count: int, b: int, zeta: I64) -> list[I64]:
     Every block covers all ``b`` positions of its row (the slack and carry rows too), so a
     cheater cannot hide large values in unused positions.
     """
-    zf = zeta.astype(np.float64)
+    # float32 is exact here: |sum| <= JL_ROWS * 2^16 = 2^23 < 2^24, and twice as fast.
+    zf = zeta.astype(np.float32)
     out = []
     for k in range(count):
-        blk = _jl_block(seed, k, b).astype(np.float64)
+        blk = _jl_block(seed, k, b).astype(np.float32)
         w = np.rint(blk.T @ zf).astype(np.int64)
         out.append(_normalise(w, 10))
     return out
@@ -488,7 +489,7 @@ def _w_blocks(seed: bytes, count: int, b: int, zeta: I64) -> list[I64]:
 
 def _wc_blocks(check: CheckStatement, d: int, a: int, b: int, zeta_c: I64) -> list[I64]:
     """``R^T zeta_c`` (the consistency relation's coefficients on ``x``), cut into rows."""
-    full = Projection(check.seed, d).transpose(zeta_c)  # d x 10 normalised 16-bit limbs
+    full = projection_for(check.seed, d).transpose(zeta_c)  # d x 10 normalised 16-bit limbs
     padded = np.zeros((a * b, full.shape[1]), dtype=np.int64)
     padded[:d] = full
     return [padded[k * b : (k + 1) * b] for k in range(a)]
@@ -613,9 +614,39 @@ def _fold_terms(
     return _fold(np.concatenate(mats, axis=1), exps)
 
 
+class _Stack:
+    """Named limb blocks concatenated once as float64 (the verifier folds and grams them)."""
+
+    def __init__(self, blocks: dict[str, I64], names: Sequence[str]) -> None:
+        self.names = list(dict.fromkeys(names))
+        widths = [blocks[n].shape[1] for n in self.names]
+        offs = np.cumsum([0, *widths]).tolist()
+        self.span = {n: (offs[i], widths[i]) for i, n in enumerate(self.names)}
+        self.matrix = np.concatenate([blocks[n] for n in self.names], axis=1).astype(np.float64)
+
+    def fold(self, coef: dict[str, int]) -> list[int]:
+        """``sum_name coef[name] * block`` as field elements (one matrix product)."""
+        exps = [0] * self.matrix.shape[1]
+        for n, c in coef.items():
+            off, width = self.span[n]
+            for j in range(width):
+                exps[off + j] = (c % P) << (_LIMB * j)
+        return _recombine(self.matrix @ _field_limbs(exps).astype(np.float64))
+
+
+def _term_coefs(terms: Sequence[_Term], e: int, kind: str) -> dict[str, int]:
+    ei = _inv(e)
+    coef: dict[str, int] = {}
+    for ex, c, name, k in terms:
+        if k == kind:
+            coef[name] = (coef.get(name, 0) + c * _power(e, ei, ex)) % P
+    return coef
+
+
 def _t0_public(
     bound: int, z: Sequence[int], ch: _Challenges, check: CheckStatement | None,
     g_terms: Sequence[_Term], h_terms: Sequence[_Term], blocks: dict[str, I64],
+    stack_h: _Stack | None = None,
 ) -> int:  # fmt: skip
     """The constant coefficient of ``<l(X), r(X)>`` an honest prover has: the relations'
     values ``bound + gamma <zeta, z> + gamma_c <zeta_c, Y>`` plus every public x public pair
@@ -634,7 +665,13 @@ def _t0_public(
         for eh, ch_, hn, _ in pub_h
         if eg + eh == 0
     ]
-    if pairs:
+    if pairs and stack_h is not None and {gn for _, gn, _ in pairs} == {"theta"}:
+        # Every public G block is theta: one gram of theta with the stacked H blocks.
+        gram = np.rint(ch.theta.T.astype(np.float64) @ stack_h.matrix).astype(np.int64)
+        for c, _, hn in pairs:
+            off, width = stack_h.span[hn]
+            t0 += c * _ip_blocks(gram, 0, ch.theta.shape[1], off, width)
+    elif pairs:
         gnames = sorted({gn for _, gn, _ in pairs})
         hnames = sorted({hn for _, _, hn in pairs})
         gmat = np.concatenate([blocks[n] for n in gnames], axis=1)
@@ -760,7 +797,7 @@ def _carries(v: I64, st: CheckStatement, wit: CheckWitness) -> list[int]:
     honest range (the client's own data are then inconsistent)."""
     if len(wit.masks) != CHECK_ROWS:
         raise EncodingError(f"the masks' projection has {CHECK_ROWS} entries")
-    rx = Projection(st.seed, v.shape[0]).apply(v)[0]
+    rx = projection_for(st.seed, v.shape[0]).apply(v)[0]
     q: list[int] = []
     for y, r, m in zip(st.y, rx, wit.masks, strict=True):
         num = y - r - m
@@ -1005,13 +1042,14 @@ def verify_norm(
     weight = tr.challenge(b"batch")
 
     g_terms, h_terms = _terms(a, ch, check.ring_bits if check else 0, checked)
+    stack_h = _Stack(blocks, [t[2] for t in h_terms if t[3] == "public"])
     # (1) t_hat Ut + tau H0 == t0 Ut + sum_s e^s T_s
-    t0 = _t0_public(bound, proof.z, ch, check, g_terms, h_terms, blocks)
+    t0 = _t0_public(bound, proof.z, ch, check, g_terms, h_terms, blocks, stack_h)
     epow = [_power(e, ei, s) for s in exps]
     # (2) IPA: P + t_hat U' + sum(u^2 L + u^-2 R) == a s G + b s^-1 H + a b U', with
     # P = sum over commitments e^exp X + <public l(e), G> + <public r(e), H> - mu H0.
     pub_g = _fold_terms(g_terms, blocks, e, ("public",))
-    pub_h = _fold_terms(h_terms, blocks, e, ("public",))
+    pub_h = stack_h.fold(_term_coefs(h_terms, e, "public"))
     sg = [1]
     for u in us:
         uinv = _inv(u)

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import threading
+from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-__all__ = ["CHECK_ROWS", "Projection"]
+__all__ = ["CHECK_ROWS", "Projection", "projection_for"]
 
 CHECK_ROWS = 64  # J: a deviating upload survives the check with probability 2^-64
 _LABEL = b"secagg/v1/check-projection"
@@ -33,12 +36,14 @@ _CHUNK = 1 << 15  # rows of the (d x J) window matrix materialised at once (16 M
 _LIMB = 16
 
 I64 = npt.NDArray[np.int64]
+_CACHE_ENTRIES = 2  # a round's projection, and the next round's
+_WINDOW_CACHE_MAX = 1 << 27  # bytes of float32 windows kept per projection (d <= 2^19)
 
 
 class Projection:
     """The ``J x d`` binary Toeplitz matrix of one seed (public, deterministic)."""
 
-    __slots__ = ("_t", "d", "digest", "rows")
+    __slots__ = ("_lock", "_t", "_t32", "_win32", "d", "digest", "rows")
 
     def __init__(self, seed: bytes, d: int, rows: int = CHECK_ROWS) -> None:
         if not 16 <= len(seed) <= 64:
@@ -53,10 +58,14 @@ class Projection:
         enc = Cipher(algorithms.AES(self.digest[:16]), modes.CTR(bytes(16))).encryptor()
         raw = np.frombuffer(enc.update(bytes((nbits + 7) // 8)), dtype=np.uint8)
         self._t = np.unpackbits(raw, bitorder="little")[:nbits].astype(np.float64)
+        self._t32 = self._t.astype(np.float32)
+        self._win32: npt.NDArray[np.float32] | None = None
+        self._lock = threading.Lock()
 
-    def _windows(self, lo: int, hi: int) -> npt.NDArray[np.float64]:
-        """Rows ``lo..hi`` of the ``d x J`` matrix ``R^T`` (contiguous float64)."""
-        view = np.lib.stride_tricks.sliding_window_view(self._t[lo : hi + self.rows - 1], self.rows)
+    def _windows(self, lo: int, hi: int, dtype: type = np.float64) -> npt.NDArray[Any]:
+        """Rows ``lo..hi`` of the ``d x J`` matrix ``R^T`` (contiguous)."""
+        src = self._t32 if dtype is np.float32 else self._t
+        view = np.lib.stride_tricks.sliding_window_view(src[lo : hi + self.rows - 1], self.rows)
         return np.ascontiguousarray(view)
 
     def apply(self, vectors: npt.ArrayLike) -> list[list[int]]:
@@ -92,28 +101,59 @@ class Projection:
             total = total + out[:, j::parts] * (1 << (_LIMB * j))
         return [[int(total[j, c]) for j in range(self.rows)] for c in range(k)]
 
+    def _window_matrix(self) -> npt.NDArray[np.float32] | None:
+        """The whole ``d x J`` float32 matrix, built once and kept while small enough."""
+        if self.d * self.rows * 4 > _WINDOW_CACHE_MAX:
+            return None
+        with self._lock:
+            if self._win32 is None:
+                self._win32 = self._windows(0, self.d, np.float32)
+            return self._win32
+
     def transpose(self, coefs: I64) -> I64:
         """``R^T c`` for a ``J x L`` matrix of non-negative 16-bit limbs, as a ``d x (L + 2)``
         matrix of 16-bit limbs (normalised with carries; exact, since ``J < 2^16``)."""
         if coefs.shape[0] != self.rows or coefs.ndim != 2:
             raise ValueError(f"transpose needs {self.rows} limb rows")
-        # Pair the 16-bit limbs into 32-bit ones: J * 2^32 < 2^53, so float64 stays exact.
+        # float32 is exact: each entry of windows @ coefs is below J * 2^16 <= 2^24.
+        c = coefs.astype(np.float32)
         ncols = coefs.shape[1]
-        pairs = (ncols + 1) // 2
-        c32 = np.zeros((self.rows, pairs), dtype=np.float64)
-        for j in range(ncols):
-            c32[:, j // 2] += coefs[:, j].astype(np.float64) * (1 << (_LIMB * (j % 2)))
-        wide = np.empty((self.d, pairs), dtype=np.float64)
-        for lo in range(0, self.d, _CHUNK):
-            hi = min(lo + _CHUNK, self.d)
-            wide[lo:hi] = self._windows(lo, hi) @ c32
-        w = np.rint(wide).astype(np.int64)  # each entry below J * 2^32
+        win = self._window_matrix()
+        if win is not None:  # a verifier checks many proofs against one round's matrix
+            wide = np.rint(win @ c).astype(np.int64)
+        else:
+            wide = np.empty((self.d, ncols), dtype=np.int64)
+            for lo in range(0, self.d, _CHUNK):
+                hi = min(lo + _CHUNK, self.d)
+                wide[lo:hi] = np.rint(self._windows(lo, hi, np.float32) @ c).astype(np.int64)
         out = np.zeros((self.d, ncols + 2), dtype=np.int64)
         carry = np.zeros(self.d, dtype=np.int64)
         for j in range(ncols + 2):
-            cur = carry + (w[:, j // 2] if j % 2 == 0 and j // 2 < pairs else 0)
+            cur = carry + (wide[:, j] if j < ncols else 0)
             out[:, j] = cur & 0xFFFF
             carry = cur >> _LIMB
         if np.any(carry):  # pragma: no cover - J * 2^(16 L) < 2^(16 (L + 2))
             raise AssertionError("transpose overflow")
         return out
+
+
+_PROJECTIONS: OrderedDict[tuple[bytes, int, int], Projection] = OrderedDict()
+_PROJ_LOCK = threading.Lock()
+
+
+def projection_for(seed: bytes, d: int, rows: int = CHECK_ROWS) -> Projection:
+    """A shared :class:`Projection` for ``(seed, d)``: every proof of a round is checked against
+    the same matrix, so its window matrix is built once (a small LRU, thread-safe)."""
+    key = (bytes(seed), d, rows)
+    with _PROJ_LOCK:
+        got = _PROJECTIONS.get(key)
+        if got is not None:
+            _PROJECTIONS.move_to_end(key)
+            return got
+    made = Projection(seed, d, rows)
+    with _PROJ_LOCK:
+        got = _PROJECTIONS.setdefault(key, made)
+        _PROJECTIONS.move_to_end(key)
+        while len(_PROJECTIONS) > _CACHE_ENTRIES:
+            _PROJECTIONS.popitem(last=False)
+    return got
