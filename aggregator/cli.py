@@ -1,69 +1,163 @@
-"""``secagg-aggregator``: create a consortium's material, or run the aggregator service."""
+"""``secagg-aggregator``: the aggregator operator's commands (request a certificate, install the
+administrator's material, run the service), and a whole local consortium for tests."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from aggregator._cli import add_serve_arguments, stop_on_signals
+from protos.ops import EXIT_INCOMPLETE, EXIT_OK, add_common_arguments, common_parent, run_cli
 
 __all__ = ["main"]
 
-from aggregator._cli import add_serve_arguments, setup_logging, stop_on_signals
-from secagg import SecAggError
+log = logging.getLogger("secagg.aggregator")
+
+_DESCRIPTION = (
+    "The aggregator operator's commands. Deployment: request-cert (makes the TLS key here and "
+    "a request naming this host), then install (the administrator's certificate and public "
+    "bundle), then serve. init-consortium makes every role's folder on one machine, for local "
+    "tests only. Exit status: 0 every round asked for completed, 1 some did not, 2 bad input "
+    "or material, 130/143 stopped by SIGINT/SIGTERM."
+)
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="secagg-aggregator", description=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    init = sub.add_parser("init-consortium", help="create CA, certificates, identities, registry")
-    init.add_argument("--members", type=int, required=True)
-    init.add_argument("--out", type=Path, required=True)
+    ap = argparse.ArgumentParser(prog="secagg-aggregator", description=_DESCRIPTION)
+    add_common_arguments(ap, logging_flags=False)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    common = common_parent()
+    init = sub.add_parser(
+        "init-consortium",
+        parents=[common],
+        help="local tests only: an administrator, an aggregator and members in one folder",
+        description="Run the whole enrolment on this machine: OUT/admin (the administrator), "
+        "OUT/aggregator (pass OUT to serve --consortium) and OUT/members/member-<id> (pass "
+        "OUT and --id to secagg-client). Never hand such a folder to anyone: it holds every "
+        "role's keys.",
+    )
+    init.add_argument(
+        "--members", type=int, required=True, help="how many members (ids 1..N), 2 to 100000"
+    )
+    init.add_argument("--out", type=Path, required=True, help="the folder to create")
+    _names(init, dns_default=["localhost"], ip_default=["127.0.0.1"])
+    req = sub.add_parser(
+        "request-cert",
+        parents=[common],
+        help="make this aggregator's TLS key and a certificate request naming its host",
+    )
+    req.add_argument(
+        "--dir", type=Path, required=True, help="the aggregator's folder (the key stays there)"
+    )
+    _names(req, dns_default=None, ip_default=None)
+    inst = sub.add_parser(
+        "install",
+        parents=[common],
+        help="install the administrator's public bundle (and this aggregator's certificate)",
+        description="Copy ca.pem, registry.pub and registry.json from the published bundle "
+        "into the aggregator's folder (the CA and the administrator's key are pinned the first "
+        "time), checking the registry's signature and that it is not older than the installed "
+        "one. Run it again whenever the administrator publishes a new registry: a running "
+        "service adopts it before its next round.",
+    )
+    inst.add_argument("--dir", type=Path, required=True, help="the aggregator's folder")
+    inst.add_argument(
+        "--public", type=Path, required=True, help="the administrator's published folder"
+    )
+    inst.add_argument(
+        "--cert", type=Path, default=None, help="the certificate the administrator issued"
+    )
     s = sub.add_parser(
         "serve",
-        parents=[_common_serve(straggler_grace=False)],
+        parents=[common, _common_serve(straggler_grace=False)],
         help="run rounds of secure aggregation",
     )
-    s.add_argument("--dimension", type=int, required=True)
-    s.add_argument("--clip", type=float, default=1.0)
-    s.add_argument("--bits", type=int, default=None)
+    s.add_argument(
+        "--dimension",
+        type=int,
+        required=True,
+        help="the length d of every member's vector (at most 2^28)",
+    )
+    s.add_argument(
+        "--clip",
+        type=float,
+        default=1.0,
+        help="each coordinate is clipped to [-clip, clip] before encoding (default: %(default)s)",
+    )
+    s.add_argument(
+        "--bits",
+        type=int,
+        default=None,
+        help="ring size b in bits, 2^b modulus (default: the smallest that cannot wrap)",
+    )
     s.add_argument(
         "--norm-bound",
         type=int,
         default=None,
-        help="verify contributions (protocol.md §7): every client proves that the squared L2 "
-        "norm of its encoded vector is at most this; off by default",
+        help="verify contributions (docs/protocol.md §7): every member proves that the squared "
+        "L2 norm of its encoded vector is at most this (default: off)",
     )
     for name, what in (
         ("cheaters", "list the members suspended for a false contribution"),
         ("clear-cheater", "lift a member's suspension (an operator's decision)"),
     ):
-        c = sub.add_parser(name, help=what, description=what)
+        c = sub.add_parser(name, parents=[common], help=what, description=what)
         c.add_argument("--state", type=Path, required=True, help="the aggregator's state folder")
         if name == "clear-cheater":
             c.add_argument("--id", type=int, required=True, help="the member id to clear")
     f = sub.add_parser(
         "serve-fl",
-        parents=[_common_serve(straggler_grace=True)],
+        parents=[common, _common_serve(straggler_grace=True)],
         help="run rounds of federated DP-LoRA (secure sum of distributed-DP adapter updates)",
     )
-    f.add_argument("--initial-adapter", type=Path, required=True, help="float32 .npy vector")
-    f.add_argument("--adapter-spec", type=Path, required=True, help="the adapter's spec JSON")
+    f.add_argument(
+        "--initial-adapter", type=Path, required=True, help="the starting adapter (float32 .npy)"
+    )
+    f.add_argument("--adapter-spec", type=Path, required=True, help="the adapter's spec (JSON)")
     f.add_argument(
         "--job",
         type=Path,
         required=True,
         help="JSON: l2_clip, noise_multiplier, mechanism, user_budget, delta, train{...}",
     )
-    f.add_argument("--run-id", required=True)
-    f.add_argument("--ledger", type=Path, help="the consortium's privacy ledger (SQLite)")
-    f.add_argument("--ledger-key", type=Path, help="Ed25519 PEM key that signs the ledger")
+    f.add_argument("--run-id", required=True, help="names this training run in the ledgers")
+    f.add_argument(
+        "--ledger", type=Path, help="the consortium's privacy ledger (SQLite; default: none)"
+    )
+    f.add_argument(
+        "--ledger-key", type=Path, help="Ed25519 PEM key that signs the ledger (default: none)"
+    )
     f.add_argument(
         "--verify",
         action="store_true",
-        help="verify contributions (protocol.md §7): every client proves a norm bound computed "
-        "from the DP parameters (aggregator.fl.verification_norm_bound)",
+        help="verify contributions (docs/protocol.md §7): every member proves a norm bound "
+        "computed from the DP parameters (aggregator.fl.verification_norm_bound)",
     )
     return ap
+
+
+def _names(p: argparse.ArgumentParser, *, dns_default: Any, ip_default: Any) -> None:
+    p.add_argument(
+        "--dns",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a DNS name clients dial this aggregator by; repeat for several"
+        + (f" (default: {', '.join(dns_default)})" if dns_default else ""),
+    )
+    p.add_argument(
+        "--ip",
+        action="append",
+        default=None,
+        metavar="ADDRESS",
+        help="an IP address clients dial this aggregator at; repeat for several"
+        + (f" (default: {', '.join(ip_default)})" if ip_default else ""),
+    )
+    p.set_defaults(dns_default=dns_default or [], ip_default=ip_default or [])
 
 
 def _common_serve(*, straggler_grace: bool) -> argparse.ArgumentParser:
@@ -74,33 +168,59 @@ def _common_serve(*, straggler_grace: bool) -> argparse.ArgumentParser:
         "--threshold",
         type=int,
         default=None,
-        help="Shamir threshold t (default: from --expected-dropout and "
-        "--corrupt-fraction, secagg.params.choose_parameters)",
+        help="Shamir threshold t (default: chosen for the registry's corruption assumption and "
+        "--expected-dropout, and accepted by every member's default policy; a threshold "
+        "members would refuse is refused at start-up)",
     )
-    p.add_argument("--neighbors", type=int, default=None, help="SecAgg+ k (default: all)")
-    p.add_argument("--expected-dropout", type=float, default=0.1)
-    p.add_argument("--corrupt-fraction", type=float, default=0.1)
-    p.add_argument("--rounds", type=int, default=1)
-    p.add_argument("--stage-timeout", type=float, default=30.0)
+    p.add_argument(
+        "--neighbors",
+        type=int,
+        default=None,
+        help="SecAgg+ degree k, even (default: chosen with t; the complete graph if none "
+        "smaller meets the targets)",
+    )
+    p.add_argument(
+        "--expected-dropout",
+        type=float,
+        default=0.1,
+        help="the fraction of members expected to drop out of a round, for choosing k and t "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--rounds", type=int, default=1, help="rounds to run, then stop (default: %(default)s)"
+    )
+    p.add_argument(
+        "--stage-timeout",
+        type=float,
+        default=30.0,
+        help="seconds each stage waits for members before closing (default: %(default)s)",
+    )
     p.add_argument(
         "--first-round-wait",
         type=float,
         default=60.0,
-        help="how long the first round waits for members to join",
+        help="seconds the first round waits for members to join (default: %(default)s)",
     )
     if straggler_grace:
         p.add_argument(
             "--straggler-grace",
             type=float,
             default=None,
-            help="once t+1 clients answered a stage, wait at most this long for others",
+            help="once t+1 members answered a stage, wait at most this many more seconds for "
+            "the others (default: until the stage timeout)",
         )
+    p.add_argument(
+        "--metrics-listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at /metrics and a health probe at /healthz over plain "
+        "HTTP on this address (needs the 'metrics' extra; default: off)",
+    )
     p.add_argument(
         "--insecure-dev",
         action="store_true",
         help="plaintext, no client certificates: local demos only",
     )
-    p.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
@@ -154,76 +274,124 @@ def _suspensions(args: argparse.Namespace) -> int:
         store.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    setup_logging(getattr(args, "verbose", False))
-    try:
-        if args.cmd == "init-consortium":
-            from aggregator.consortium import init_consortium
+def _serve(args: argparse.Namespace) -> int:
+    from aggregator.metrics import Metrics
+    from aggregator.parameters import resolve
+    from aggregator.service import ServeOptions, serve
+    from protos.consortium import load_consortium
 
-            out = init_consortium(args.members, args.out)
-            print(f"consortium of {args.members} members written to {out}")
-            return 0
-        if args.cmd in ("cheaters", "clear-cheater"):
-            return _suspensions(args)
-        from aggregator.consortium import load_consortium
-        from aggregator.service import ServeOptions, serve
+    consortium = load_consortium(args.consortium)
+    automatic = args.threshold is None and args.neighbors is None
+    task = None
+    dimension: int = getattr(args, "dimension", 0)
+    norm_bound: int | None = getattr(args, "norm_bound", None)
 
-        consortium = load_consortium(args.consortium)
-        if args.threshold is None:
-            from secagg.params import choose_parameters
-
-            n = len(consortium.registry)
-            try:
-                choice = choose_parameters(n, args.expected_dropout, args.corrupt_fraction)
-            except SecAggError as exc:
-                raise SecAggError(f"{exc}; pass --threshold (and --neighbors) explicitly") from exc
-            args.threshold = choice.t
-            if args.neighbors is None and choice.k < n - 1:
-                args.neighbors = choice.k
-            print(
-                f"parameters for n={n}, {args.expected_dropout:.0%} dropout, "
-                f"{args.corrupt_fraction:.0%} corrupt: k={choice.k}, t={choice.t} "
-                f"(failure <= {choice.failure_probability:.2g}, "
-                f"privacy failure <= {choice.privacy_failure_probability:.2g})"
-            )
-        task = None
-        dimension: int = getattr(args, "dimension", 0)
-        norm_bound: int | None = getattr(args, "norm_bound", None)
-        if args.cmd == "serve-fl":
-            task = _fl_task(args, n=len(consortium.registry))
-            dimension = task.dp_cfg.encoded_dim
-            norm_bound = task.norm_bound
-            if norm_bound is not None:
-                print(f"contributions verified: squared L2 norm <= {norm_bound}")
-        options = ServeOptions(
-            d=dimension,
-            t=args.threshold,
-            k=args.neighbors,
+    def choose(d: int, nb: int | None) -> None:
+        params = resolve(
+            consortium.signed,
+            d=d,
+            threshold=args.threshold,
+            neighbors=args.neighbors,
+            expected_dropout=args.expected_dropout,
             clip=getattr(args, "clip", 1.0),
             bits=getattr(args, "bits", None),
-            rounds=args.rounds,
-            stage_timeout=args.stage_timeout,
-            first_round_wait=args.first_round_wait,
-            straggler_grace=getattr(args, "straggler_grace", None),
-            output=args.output,
+            norm_bound=nb,
+        )
+        print(params.note)
+        if params.warning:
+            print(f"warning: {params.warning}")
+        args.threshold, args.neighbors = params.t, params.k
+
+    if args.cmd == "serve-fl":
+        # The task's DP calibration needs t first; its encoded length is checked after.
+        choose(1, None)
+        task = _fl_task(args, n=len(consortium.registry))
+        dimension = task.dp_cfg.encoded_dim
+        norm_bound = task.norm_bound
+        resolve(
+            consortium.signed,
+            d=dimension,
+            threshold=args.threshold,
+            neighbors=args.neighbors,
+            expected_dropout=args.expected_dropout,
             norm_bound=norm_bound,
+            bits=task.dp_cfg.bits,
         )
-        stop = stop_on_signals()
-        done = serve(
-            options,
-            consortium,
-            args.state,
-            args.listen,
-            insecure=args.insecure_dev,
-            stop_event=stop,
-            task=task,
+        if norm_bound is not None:
+            print(f"contributions verified: squared L2 norm <= {norm_bound}")
+    else:
+        choose(dimension, norm_bound)
+    options = ServeOptions(
+        d=dimension,
+        t=args.threshold,
+        k=args.neighbors,
+        clip=getattr(args, "clip", 1.0),
+        bits=getattr(args, "bits", None),
+        rounds=args.rounds,
+        stage_timeout=args.stage_timeout,
+        first_round_wait=args.first_round_wait,
+        straggler_grace=getattr(args, "straggler_grace", None),
+        output=args.output,
+        norm_bound=norm_bound,
+        auto_dropout=args.expected_dropout if automatic and task is None else None,
+        max_members=len(consortium.registry) if task is not None else None,
+    )
+    metrics = Metrics() if args.metrics_listen else None
+    stop = stop_on_signals()
+    done = serve(
+        options,
+        consortium,
+        args.state,
+        args.listen,
+        insecure=args.insecure_dev,
+        stop_event=stop,
+        task=task,
+        metrics=metrics,
+        metrics_listen=args.metrics_listen,
+    )
+    print(f"aggregator stopped; {done} of {args.rounds} rounds completed")
+    if stop.is_set():
+        return 128 + stop.signum
+    return EXIT_OK if done >= args.rounds else EXIT_INCOMPLETE
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.cmd == "init-consortium":
+        from aggregator.consortium import init_consortium
+
+        out = init_consortium(
+            args.members,
+            args.out,
+            dns=args.dns or args.dns_default,
+            ips=args.ip or args.ip_default,
         )
-        print(f"aggregator stopped; {done} rounds completed in total")
-        return 0
-    except (OSError, ValueError, RuntimeError, SecAggError) as exc:
-        print(f"secagg-aggregator: error: {exc}", file=sys.stderr)
-        return 2
+        print(
+            f"consortium of {args.members} members written to {out} (local tests only: it "
+            "holds every role's keys)"
+        )
+        return EXIT_OK
+    if args.cmd == "request-cert":
+        from protos.consortium import AggregatorFolder
+
+        csr = AggregatorFolder(args.dir).request(args.dns or [], args.ip or [])
+        print(f"request {csr} written; send it to the administrator (the key stays in {args.dir})")
+        return EXIT_OK
+    if args.cmd == "install":
+        from protos.consortium import AggregatorFolder
+
+        reg = AggregatorFolder(args.dir).install(args.public, args.cert)
+        print(
+            f"installed registry v{reg.version} of {reg.consortium!r} ({len(reg.members)} "
+            f"members) in {args.dir}"
+        )
+        return EXIT_OK
+    if args.cmd in ("cheaters", "clear-cheater"):
+        return _suspensions(args)
+    return _serve(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli("secagg-aggregator", _parser, _run, argv)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ clients' distributed-DP-encoded updates comes back, the mean is applied.
 
 Torch-free on purpose: the aggregator only handles vectors. Each round gets a fresh public
 rotation seed; the task bytes (bound into ``dp_digest``) carry the DP parameters, the adapter
-spec and the local training recipe, so every client signs the same job (threats.md SA-06) and
+spec and the local training recipe, so every client signs the same job (docs/threats.md SA-06) and
 every client's vector has the same dense shape (SA-15). The consortium's ledger records one
 user-level DP event per included client and round.
 """
@@ -27,6 +27,7 @@ from dp._errors import InvalidParameter, WrapAroundRisk
 from dp.accounting import distributed_event
 from dp.distributed import Calibration, DistributedDPConfig, decode, round_privacy
 from dp.ledger import Budget, PrivacyLedger
+from protos.ops import utc_stamp
 from secagg import ClientPolicy, RoundConfig
 
 __all__ = [
@@ -51,7 +52,7 @@ class FlParams:
     default :class:`secagg.ClientPolicy` tolerates for the round's degree, which every client
     also checks). ``dp_calibration`` "honest-survivors" (default) calibrates each share to the
     ``t - c`` honest survivors; "all-survivors" keeps the older ``1/t`` share and records the
-    weaker epsilon that actually holds (threats.md DP-10).
+    weaker epsilon that actually holds (docs/threats.md DP-10).
     """
 
     l2_clip: float = 1.0
@@ -156,7 +157,7 @@ def _noise_norm_bound(cfg: DistributedDPConfig, tail: float) -> float:
 
 
 def verification_norm_bound(cfg: DistributedDPConfig, tail: float = NORM_TAIL) -> int:
-    """The squared L2 bound for contribution verification (protocol.md §7) of a DP-LoRA round.
+    """The squared L2 bound for contribution verification (docs/protocol.md §7) of a DP-LoRA round.
 
     A client's encoded vector is its rounded update plus its noise share, ``r + N``. The
     conditional rounding guarantees ``||r|| <= rounded_l2_bound`` (always); the noise share's
@@ -225,7 +226,7 @@ class DpLoraTask:
         self.params = params
         self.run_id = run_id
         self.dp_cfg = choose_dp_config(vec.size, n, t, params, degree=degree)
-        # protocol.md §7: every update is norm-proven against what an honest encoder produces.
+        # docs/protocol.md §7: every update is norm-proven against what an honest encoder produces.
         self.norm_bound = verification_norm_bound(self.dp_cfg) if verify else None
         self._ledger_args = (ledger_path, ledger_key)
         self._ledger: PrivacyLedger | None = None
@@ -280,6 +281,7 @@ class DpLoraTask:
                     run_id=self.run_id,
                     round_index=round_number,
                     budget=Budget(self.params.user_budget, self.params.delta),
+                    timestamp=utc_stamp(),
                 )
                 charged.append(u)
         return {

@@ -11,7 +11,7 @@ or oversized upload is refused (INVALID_ARGUMENT / RESOURCE_EXHAUSTED) and its s
 from the round, and the service keeps serving even if the native parser crashes on it; a key
 holder that does not answer, or refuses, aborts the round with its reason.
 
-Run it: ``python -m aggregator.he_service serve --consortium C --state S --output O --dimension D``.
+Run it: ``secagg-he-aggregator serve --consortium C --state S --output O --dimension D``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,9 @@ from typing import Any
 import grpc
 import numpy as np
 
-from aggregator._cli import add_serve_arguments, setup_logging, stop_on_signals
-from aggregator.consortium import Consortium, load_consortium
+from aggregator._cli import add_serve_arguments, stop_on_signals
 from aggregator.he_material import KEYHOLDER_CN, verify_context
+from aggregator.lifecycle import StateLock
 from aggregator.rounds import (
     RoundRecord,
     RoundRunnerBase,
@@ -48,6 +48,8 @@ from aggregator.rounds import (
 from aggregator.store import AggregatorStore
 from aggregator.tasks import save_npy
 from protos import he_wire
+from protos.consortium import Consortium, load_consortium
+from protos.ops import sigint_ignored_by_children
 from protos.secagg.he.v1 import he_pb2 as pb
 from protos.secagg.he.v1 import he_pb2_grpc as pb_grpc
 from secagg import SecAggError
@@ -463,7 +465,7 @@ def serve_he(
     options: HeServeOptions,
     consortium: Consortium,
     state_dir: Path,
-    listen: str,
+    listen: str | Sequence[str],
     *,
     ready: Callable[[int], None] | None = None,
     stop_event: threading.Event | None = None,
@@ -474,7 +476,8 @@ def serve_he(
     sandbox = SafeDeserializer(
         options.workers, timeout=options.parse_timeout, crash_marker=options.crash_marker
     )
-    sandbox.start()
+    with sigint_ignored_by_children():  # a Ctrl-C stops this process, which stops them
+        sandbox.start()
     runner = HeRoundRunner(options, consortium, store, sandbox)
     limit = he_wire.max_message_bytes(runner.template.with_session(bytes(16)))
     server, health_servicer, port = start_server(
@@ -510,56 +513,120 @@ def serve_he(
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m aggregator.he_service", description=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("serve", help="run rounds of HE secure aggregation")
+    from protos.ops import add_common_arguments, common_parent
+
+    ap = argparse.ArgumentParser(
+        prog="secagg-he-aggregator",
+        description="The aggregator of the homomorphic-encryption variant: members upload "
+        "ciphertexts under a key the key holder issues per round; the aggregator adds them and "
+        "the key holder decrypts only the sum. Exit status: 0 every round completed, 1 some "
+        "did not, 2 bad input or material, 130/143 stopped by SIGINT/SIGTERM.",
+    )
+    add_common_arguments(ap, logging_flags=False)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    s = sub.add_parser("serve", parents=[common_parent()], help="run rounds of HE aggregation")
     add_serve_arguments(s, listen="127.0.0.1:50052")
-    s.add_argument("--dimension", type=int, required=True)
-    s.add_argument("--params", default=DEFAULT_PARAMS.name, help="allow-listed parameter set")
-    s.add_argument("--rounds", type=int, default=1)
-    s.add_argument("--upload-timeout", type=float, default=30.0)
-    s.add_argument("--first-round-wait", type=float, default=60.0)
-    s.add_argument("--keyholder-timeout", type=float, default=60.0)
-    s.add_argument("--min-cohort", type=int, default=3)
-    s.add_argument("--clip", type=float, default=1.0)
-    s.add_argument("--bits", type=int, default=None)
-    s.add_argument("--level-bits", type=int, default=DEFAULT_LEVEL_BITS)
-    s.add_argument("--flood", type=int, default=None, help="CKKS flooding, grid units")
-    s.add_argument("--workers", type=int, default=1, help="sandboxed parser processes")
+    s.add_argument(
+        "--dimension", type=int, required=True, help="the length d of every member's vector"
+    )
+    s.add_argument(
+        "--params",
+        default=DEFAULT_PARAMS.name,
+        help="allow-listed parameter set (default: %(default)s)",
+    )
+    s.add_argument(
+        "--rounds", type=int, default=1, help="rounds to run, then stop (default: %(default)s)"
+    )
+    s.add_argument(
+        "--upload-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a round waits for uploads (default: %(default)s)",
+    )
+    s.add_argument(
+        "--first-round-wait",
+        type=float,
+        default=60.0,
+        help="seconds the first round waits for members and the key holder (default: %(default)s)",
+    )
+    s.add_argument(
+        "--keyholder-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for each key holder answer (default: %(default)s)",
+    )
+    s.add_argument(
+        "--min-cohort",
+        type=int,
+        default=3,
+        help="fewest uploads a released sum may hold (default: %(default)s)",
+    )
+    s.add_argument(
+        "--clip",
+        type=float,
+        default=1.0,
+        help="each coordinate is clipped to [-clip, clip] (default: %(default)s)",
+    )
+    s.add_argument(
+        "--bits",
+        type=int,
+        default=None,
+        help="integer range in bits (default: chosen from n and the clip)",
+    )
+    s.add_argument(
+        "--level-bits",
+        type=int,
+        default=DEFAULT_LEVEL_BITS,
+        help="quantisation levels in bits (default: %(default)s)",
+    )
+    s.add_argument(
+        "--flood",
+        type=int,
+        default=None,
+        help="CKKS flooding noise, in grid units (default: the parameter set's)",
+    )
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="sandboxed parser processes (default: %(default)s)",
+    )
     s.add_argument("--test-crash-marker", default=None, help=argparse.SUPPRESS)
-    s.add_argument("-v", "--verbose", action="store_true")
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    setup_logging(args.verbose)
-    try:
-        options = HeServeOptions(
-            d=args.dimension,
-            params=args.params,
-            clip=args.clip,
-            bits=args.bits,
-            level_bits=args.level_bits,
-            flood=args.flood,
-            rounds=args.rounds,
-            upload_timeout=args.upload_timeout,
-            first_round_wait=args.first_round_wait,
-            keyholder_timeout=args.keyholder_timeout,
-            min_cohort=args.min_cohort,
-            output=args.output,
-            workers=args.workers,
-            crash_marker=bytes.fromhex(args.test_crash_marker) if args.test_crash_marker else None,
-        )
-        stop = stop_on_signals()
+def _run(args: argparse.Namespace) -> int:
+    options = HeServeOptions(
+        d=args.dimension,
+        params=args.params,
+        clip=args.clip,
+        bits=args.bits,
+        level_bits=args.level_bits,
+        flood=args.flood,
+        rounds=args.rounds,
+        upload_timeout=args.upload_timeout,
+        first_round_wait=args.first_round_wait,
+        keyholder_timeout=args.keyholder_timeout,
+        min_cohort=args.min_cohort,
+        output=args.output,
+        workers=args.workers,
+        crash_marker=bytes.fromhex(args.test_crash_marker) if args.test_crash_marker else None,
+    )
+    stop = stop_on_signals()
+    with StateLock(args.state):
         done = serve_he(
             options, load_consortium(args.consortium), args.state, args.listen, stop_event=stop
         )
-        print(f"HE aggregator stopped; {done} rounds completed")
-        return 0
-    except (OSError, ValueError, RuntimeError, SecAggError) as exc:
-        print(f"he aggregator: error: {exc}", file=sys.stderr)
-        return 2
+    print(f"HE aggregator stopped; {done} of {args.rounds} rounds completed")
+    if stop.is_set():
+        return 128 + stop.signum
+    return 0 if done >= args.rounds else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    from protos.ops import run_cli
+
+    return run_cli("secagg-he-aggregator", _parser, _run, argv, expected=(RuntimeError,))
 
 
 if __name__ == "__main__":

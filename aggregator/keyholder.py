@@ -22,10 +22,11 @@ from pathlib import Path
 
 import grpc
 
-from aggregator._cli import setup_logging, stop_on_signals
-from aggregator.consortium import load_consortium
+from aggregator._cli import stop_on_signals
 from aggregator.he_material import issue_keyholder_cert, keyholder_material, sign_context
 from protos import he_wire
+from protos.consortium import load_consortium
+from protos.ops import sigint_ignored_by_children
 from protos.secagg.he.v1 import he_pb2 as pb
 from protos.secagg.he.v1 import he_pb2_grpc as pb_grpc
 from secagg import SecAggError
@@ -151,44 +152,68 @@ class KeyHolderAgent:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="secagg-keyholder", description=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    i = sub.add_parser("issue-cert", help="issue the key holder's certificate (needs ca.key)")
-    i.add_argument("--consortium", type=Path, required=True)
+    from protos.ops import add_common_arguments, common_parent
+
+    ap = argparse.ArgumentParser(
+        prog="secagg-keyholder",
+        description="The key holder of the homomorphic-encryption variant: it issues a fresh "
+        "key per round (signing the public context) and decrypts only each round's final sum, "
+        "for the HE aggregator it connects to. Its secret keys live in this process only.",
+    )
+    add_common_arguments(ap, logging_flags=False)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    i = sub.add_parser(
+        "issue-cert",
+        parents=[common_parent()],
+        help="issue the key holder's certificate (local bundles: needs the CA key)",
+    )
+    i.add_argument("--consortium", type=Path, required=True, help="a bundle from init-consortium")
     i.add_argument("--force", action="store_true", help="replace an existing certificate")
-    r = sub.add_parser("run", help="serve the HE aggregator's key tasks")
-    r.add_argument("--aggregator", default="127.0.0.1:50052")
-    r.add_argument("--consortium", type=Path, required=True)
-    r.add_argument("--min-cohort", type=int, default=3)
-    r.add_argument("--workers", type=int, default=1, help="sandboxed parser processes")
-    r.add_argument("-v", "--verbose", action="store_true")
+    r = sub.add_parser("run", parents=[common_parent()], help="serve the HE aggregator's key tasks")
+    r.add_argument(
+        "--aggregator",
+        default="127.0.0.1:50052",
+        metavar="HOST:PORT",
+        help="where the HE aggregator listens (default: %(default)s)",
+    )
+    r.add_argument(
+        "--consortium", type=Path, required=True, help="a bundle holding keyholder.key/.pem"
+    )
+    r.add_argument(
+        "--min-cohort",
+        type=int,
+        default=3,
+        help="fewest contributions a released sum may hold (default: %(default)s)",
+    )
+    r.add_argument(
+        "--workers", type=int, default=1, help="sandboxed parser processes (default: %(default)s)"
+    )
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    setup_logging(getattr(args, "verbose", False))
-    try:
-        if args.cmd == "issue-cert":
-            _, cert = issue_keyholder_cert(args.consortium, force=args.force)
-            print(f"key holder certificate written to {cert}")
-            return 0
-        agent = KeyHolderAgent(
-            args.aggregator, args.consortium, min_cohort=args.min_cohort, workers=args.workers
-        )
-        stop = stop_on_signals()
-        try:
-            released = agent.run(stop)
-        finally:
-            agent.close()
-        print(f"key holder stopped; {released} sums released")
+def _run(args: argparse.Namespace) -> int:
+    if args.cmd == "issue-cert":
+        _, cert = issue_keyholder_cert(args.consortium, force=args.force)
+        print(f"key holder certificate written to {cert}")
         return 0
-    except grpc.RpcError as exc:
-        print(f"secagg-keyholder: error: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 2
-    except (OSError, ValueError, SecAggError) as exc:
-        print(f"secagg-keyholder: error: {exc}", file=sys.stderr)
-        return 2
+    agent = KeyHolderAgent(
+        args.aggregator, args.consortium, min_cohort=args.min_cohort, workers=args.workers
+    )
+    with sigint_ignored_by_children():
+        agent.sandbox.start()  # workers that a Ctrl-C at the terminal leaves alone
+    stop = stop_on_signals(on_stop=agent.channel.close)  # wakes the long-poll at once
+    try:
+        released = agent.run(stop)
+    finally:
+        agent.close()
+    print(f"key holder stopped; {released} sums released")
+    return 128 + stop.signum if stop.is_set() else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from protos.ops import run_cli
+
+    return run_cli("secagg-keyholder", _parser, _run, argv)
 
 
 if __name__ == "__main__":

@@ -20,13 +20,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from aggregator.consortium import Consortium, member_id_from_cn
+from aggregator.lifecycle import EXCLUSIVE_PORT
 from aggregator.store import AggregatorStore
+from protos.consortium import Consortium, member_id_from_cn
+
+if TYPE_CHECKING:
+    from aggregator.membership import Membership
+    from aggregator.metrics import Metrics
 
 __all__ = [
     "RoundRecord",
@@ -104,6 +109,9 @@ class RoundRunnerBase(Generic[OptionsT, RoundT]):
         self.history: dict[int, RoundT] = {}
         self.finished = False
         self._stop = threading.Event()
+        # Set by the service when it has them: the registry in use, and the metrics to feed.
+        self.membership: Membership | None = None
+        self.metrics: Metrics | None = None
 
     def _recover(self, log: logging.Logger, message: str) -> None:
         """Abort every round a restart interrupted (it never resumes under keys already used),
@@ -177,7 +185,23 @@ class RoundRunnerBase(Generic[OptionsT, RoundT]):
         """Write ``out/round-<r>.json`` and mark the round completed; returns the JSON's path."""
         js = write_summary(out, rnd.number, summary)
         self.store.complete_round(rnd.number, included, dropped, npy, digest, summary, self.wall())
+        if self.metrics is not None:
+            timings = summary.get("timings", {})
+            self.metrics.round_ended(
+                completed=True,
+                seconds=timings.get("round_s"),
+                stages=timings.get("stages_s"),
+                included=included,
+                dropped=dropped,
+                rejected=summary.get("rejected", {}),
+            )
         return js
+
+    def _explain(self, rnd: RoundT, reason: str) -> str:
+        """An abort reason, with who declined the round and why (when members did)."""
+        if self.membership is None:
+            return reason
+        return self.membership.explain(rnd.number, rnd.config.session_id, reason)
 
     def _end(
         self, rnd: RoundT, *, completed: bool, reason: str, included: tuple[int, ...] = ()
@@ -185,7 +209,10 @@ class RoundRunnerBase(Generic[OptionsT, RoundT]):
         """Record the round's end (the store's abort reason unless ``completed``) and wake the
         handlers; ``cond`` is re-entrant, so a caller may hold it."""
         if not completed:
+            reason = self._explain(rnd, reason)
             self.store.abort_round(rnd.number, reason, self.wall())
+            if self.metrics is not None:
+                self.metrics.round_ended(completed=False)
         with self.cond:
             self._on_end(rnd)
             rnd.ended, rnd.completed, rnd.reason, rnd.included = True, completed, reason, included
@@ -287,7 +314,7 @@ def member_from_certificate(context: grpc.ServicerContext) -> int:
 
 def start_server(
     consortium: Consortium,
-    listen: str,
+    listen: str | Sequence[str],
     add_services: Callable[[grpc.Server], None],
     *,
     service_name: str,
@@ -295,33 +322,49 @@ def start_server(
     max_workers: int | None,
     options: Sequence[tuple[str, Any]] = (),
     insecure: bool = False,
+    interceptors: Sequence[grpc.ServerInterceptor] = (),
 ) -> tuple[grpc.Server, health.HealthServicer, int]:
     """Start a gRPC server for the consortium's ``n`` members (mutual TLS unless ``insecure``)
-    with ``add_services`` and the health service; returns it, its health servicer and the
-    port."""
+    with ``add_services`` and the health service, on every address of ``listen`` (a port is
+    never shared with another process); returns it, its health servicer and the first port."""
     n = len(consortium.registry)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers or max(32, 2 * n + 16)),
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
+            EXCLUSIVE_PORT,
             *options,
         ],
+        interceptors=list(interceptors),
         maximum_concurrent_rpcs=4 * n + 64,
     )
     add_services(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if insecure:
-        port = server.add_insecure_port(listen)
-    else:
+    creds = None
+    if not insecure:
         key, cert = consortium.aggregator_cert()
         creds = grpc.ssl_server_credentials(
             [(key, cert)], root_certificates=consortium.ca, require_client_auth=True
         )
-        port = server.add_secure_port(listen, creds)
-    if port == 0:
-        raise OSError(f"cannot listen on {listen}")
+    ports = []
+    for address in [listen] if isinstance(listen, str) else list(listen):
+        try:
+            if creds is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, creds)
+        except RuntimeError:  # gRPC's "Failed to bind": in use, or not an address of this host
+            port = 0
+        if port == 0:
+            server.stop(None)
+            raise OSError(
+                f"cannot listen on {address}: the port is in use (another aggregator?) or "
+                "the address is not this host's"
+            )
+        ports.append(port)
+    port = ports[0]
     server.start()
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)

@@ -11,11 +11,11 @@ and its sender excluded from the round; the service keeps serving. A retried sub
 byte-identical to one already accepted is acknowledged again (idempotent), anything else from
 the same sender in the same stage is a replay and is refused.
 
-With ``ServeOptions.norm_bound`` (protocol.md §7, secagg/SPEC.md D12) every masked input carries
-a commitment, and the CHECK stage collects each client's claims and proof; a proof is verified
-when it arrives, outside the lock (``SecAggServer.preverify``). A client excluded or named for a
-provably false contribution is recorded in the state folder and refused in every later round
-until an operator clears it (``secagg-aggregator clear-cheater``).
+With ``ServeOptions.norm_bound`` (docs/protocol.md §7, secagg/SPEC.md D12) every masked input
+carries a commitment, and the CHECK stage collects each client's claims and proof; a proof is
+verified when it arrives, outside the lock (``SecAggServer.preverify``). A client excluded or
+named for a provably false contribution is recorded in the state folder and refused in every
+later round until an operator clears it (``secagg-aggregator clear-cheater``).
 """
 
 from __future__ import annotations
@@ -25,14 +25,17 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from aggregator.consortium import Consortium
+from aggregator.lifecycle import StateLock
+from aggregator.membership import Membership, MembershipService, add_membership_service
+from aggregator.metrics import Metrics, OpsServer
+from aggregator.parameters import resolve
 from aggregator.rounds import (
     RoundRecord,
     RoundRunnerBase,
@@ -47,9 +50,17 @@ from aggregator.rounds import (
 from aggregator.store import AggregatorStore
 from aggregator.tasks import RoundTask, StatisticsTask, TaskRound
 from protos import wire
+from protos.consortium import Consortium
 from protos.secagg.v1 import secagg_pb2 as pb
 from protos.secagg.v1 import secagg_pb2_grpc as pb_grpc
-from secagg import ProtocolAbort, RoundConfig, SecAggServer, Stage, UnexpectedMessage
+from secagg import (
+    ProtocolAbort,
+    RoundConfig,
+    SecAggError,
+    SecAggServer,
+    Stage,
+    UnexpectedMessage,
+)
 from secagg.messages import CheckResponse, KeyList, ServerMessage, stage_of
 
 __all__ = ["AggregatorService", "RoundRunner", "ServeOptions", "serve"]
@@ -73,9 +84,15 @@ class ServeOptions:
     straggler_grace: float | None = None
     output: Path = Path("output")
     max_workers: int | None = None
-    # Contribution verification (protocol.md §7): the squared L2 bound on each client's
+    # Contribution verification (docs/protocol.md §7): the squared L2 bound on each client's
     # centred encoded vector; None turns it off.
     norm_bound: int | None = None
+    # (k, t) were chosen automatically for this dropout rate: chosen again when a new registry
+    # changes the membership. None: t and k stay as given.
+    auto_dropout: float | None = None
+    # A new registry with more members than this is not adopted (serve-fl: the task's DP
+    # calibration is fixed at start-up).
+    max_members: int | None = None
 
 
 @dataclass(kw_only=True)
@@ -102,27 +119,69 @@ class RoundRunner(RoundRunnerBase[ServeOptions, _Round]):
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         task: RoundTask | None = None,
+        membership: Membership | None = None,
     ) -> None:
         super().__init__(options, store, clock=clock, wall=wall)
         self.task: RoundTask = task if task is not None else StatisticsTask()
         self.registry = dict(registry)
-        n = len(self.registry)
+        self.membership = membership
         # Validate once; a fresh session id per round is added in _open.
-        self.template = RoundConfig(
-            n=n,
-            t=options.t,
-            d=options.d,
-            k=options.k,
-            clip=options.clip,
-            bits=options.bits,
-            norm_bound=options.norm_bound,
-        )
+        self.template = self._template(options.t, options.k)
         self._recover(log, "round %d was interrupted by a restart: aborted; it will not resume")
         self.suspended: dict[int, str] = {u: f"round {r}: {why}" for u, r, why in store.suspended()}
+
+    def _template(self, t: int, k: int | None) -> RoundConfig:
+        o = self.options
+        return RoundConfig(
+            n=len(self.registry), t=t, d=o.d, k=k, clip=o.clip, bits=o.bits, norm_bound=o.norm_bound
+        )
+
+    def _follow_registry(self) -> None:
+        """Before a round opens: adopt a newer registry (a revocation, rotation or enrolment
+        the administrator published), choosing (k, t) again if they were automatic. A registry
+        this run cannot serve stops the service with the reason (members are never admitted
+        against a registry that revoked them)."""
+        m = self.membership
+        if m is None or not m.refresh():
+            return
+        if self.metrics is not None:
+            self.metrics.registry_in_use(m.current.version, len(m.current.members))
+        o = self.options
+        if o.max_members is not None and len(m.current.members) > o.max_members:
+            log.error(
+                "registry v%d has %d members, more than this run was set up for (%d): "
+                "restart to admit them; stopping",
+                m.current.version,
+                len(m.current.members),
+                o.max_members,
+            )
+            self.stop()
+            return
+        try:
+            params = resolve(
+                m.current,
+                d=o.d,
+                threshold=None if o.auto_dropout is not None else self.template.t,
+                neighbors=None if o.auto_dropout is not None else o.k,
+                expected_dropout=o.auto_dropout or 0.0,
+                clip=o.clip,
+                bits=o.bits,
+                norm_bound=o.norm_bound,
+            )
+            self.registry = m.identities
+            self.template = self._template(params.t, params.k)
+        except SecAggError as exc:
+            log.error("registry v%d cannot be served: %s; stopping", m.current.version, exc)
+            self.stop()
+            return
+        log.info("%s", params.note)
+        if params.warning:
+            log.warning("%s", params.warning)
 
     # -- the round loop -------------------------------------------------------------------
 
     def _open(self) -> _Round:
+        self._follow_registry()
         number, session = self._new_session()
         task = self.task.begin(number)
         cfg = dataclasses.replace(
@@ -157,6 +216,8 @@ class RoundRunner(RoundRunnerBase[ServeOptions, _Round]):
             rnd.opened_at = self.clock()
             self.current = rnd
             self.cond.notify_all()
+        if self.metrics is not None:
+            self.metrics.round_opened(rnd.number)
         log.info(
             "round %d open: n=%d t=%d k=%d d=%d, ring 2^%d, %s",
             rnd.number,
@@ -184,7 +245,8 @@ class RoundRunner(RoundRunnerBase[ServeOptions, _Round]):
                 try:
                     out = rnd.server.close_stage()
                 except ProtocolAbort as exc:
-                    log.warning("round %d aborted in %s: %s", rnd.number, stage.name, exc)
+                    why = self._explain(rnd, str(exc))
+                    log.warning("round %d aborted in %s: %s", rnd.number, stage.name, why)
                     self._suspend(rnd)
                     self._end(rnd, completed=False, reason=f"round aborted: {exc}")
                     return
@@ -234,6 +296,8 @@ class RoundRunner(RoundRunnerBase[ServeOptions, _Round]):
             nonlocal quorum_at
             answered = {u for (st, u) in rnd.accepted if st is stage}
             answered |= set(rnd.server.rejected) & expected
+            if stage is Stage.ADVERTISE_KEYS and self.membership is not None:  # they never will
+                answered |= set(self.membership.declined(rnd.number, rnd.config.session_id or b""))
             if grace is not None and quorum_at is None and len(answered) > rnd.config.t:
                 quorum_at = now
                 rnd.deadline = min(rnd.deadline, now + grace)
@@ -294,10 +358,6 @@ class RoundRunner(RoundRunnerBase[ServeOptions, _Round]):
             self._end(rnd, completed=True, reason="", included=tuple(included))
 
 
-def _peer_id(context: grpc.ServicerContext, insecure: bool, claimed: int) -> int:
-    return claimed if insecure else member_from_certificate(context)
-
-
 class _Undecodable:
     """What a request that does not parse as its protobuf type decodes to (never None, which
     grpc would answer with INTERNAL and a logged traceback)."""
@@ -356,14 +416,19 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         self.insecure = insecure
 
     def _who(self, context: grpc.ServicerContext, claimed: int) -> int:
-        peer = _peer_id(context, self.insecure, claimed)
-        if peer != claimed:
-            context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"certificate of member {peer} cannot speak for member {claimed}",
-            )
-        if claimed not in self.runner.registry:
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{claimed} is not a member")
+        """``claimed``, if the caller's certificate is that member's current one."""
+        m = self.runner.membership
+        if m is not None:
+            m.authorize(context, claimed)
+        else:
+            peer = claimed if self.insecure else member_from_certificate(context)
+            if peer != claimed:
+                context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"certificate of member {peer} cannot speak for member {claimed}",
+                )
+            if claimed not in self.runner.registry:
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{claimed} is not a member")
         why = self.runner.suspended.get(claimed)
         if why is not None:
             context.abort(
@@ -496,45 +561,122 @@ def serve(
     options: ServeOptions,
     consortium: Consortium,
     state_dir: Path,
-    listen: str,
+    listen: str | Sequence[str],
     *,
     insecure: bool = False,
     ready: Callable[[int], None] | None = None,
     stop_event: threading.Event | None = None,
     task: RoundTask | None = None,
+    metrics: Metrics | None = None,
+    metrics_listen: str | None = None,
 ) -> int:
     """Run the service until the scheduled rounds are done (or ``stop_event``); returns the
-    number of rounds completed."""
-    store = AggregatorStore(state_dir / "aggregator.db")
-    runner = RoundRunner(options, consortium.registry, store, task=task)
+    number of rounds this run completed. The state folder is locked for the whole run, and
+    ``listen`` may name several addresses (a host reached under several names)."""
+    with StateLock(state_dir):
+        store = AggregatorStore(state_dir / "aggregator.db")
+        try:
+            before = completed_rounds(store.rounds())
+            _serve(
+                options,
+                consortium,
+                store,
+                listen,
+                insecure=insecure,
+                ready=ready,
+                stop_event=stop_event,
+                task=task,
+                metrics=metrics,
+                metrics_listen=metrics_listen,
+            )
+            return completed_rounds(store.rounds()) - before
+        finally:
+            store.close()
+
+
+def _serve(
+    options: ServeOptions,
+    consortium: Consortium,
+    store: AggregatorStore,
+    listen: str | Sequence[str],
+    *,
+    insecure: bool,
+    ready: Callable[[int], None] | None,
+    stop_event: threading.Event | None,
+    task: RoundTask | None,
+    metrics: Metrics | None,
+    metrics_listen: str | None,
+) -> None:
+    membership = Membership(consortium, insecure=insecure)
+    runner = RoundRunner(options, consortium.registry, store, task=task, membership=membership)
+    runner.metrics = metrics
     limit = max(
         wire.max_message_bytes(runner.template.with_session(bytes(16))),
         runner.task.max_message_bytes(),
     )
     n = len(consortium.registry)
+
+    def is_open(number: int, session: bytes) -> bool:
+        with runner.cond:
+            cur = runner.current
+            return (
+                cur is not None
+                and not cur.ended
+                and cur.number == number
+                and (cur.config.session_id == session)
+            )
+
+    def notify() -> None:
+        with runner.cond:
+            runner.cond.notify_all()
+
+    def add(server: grpc.Server) -> None:
+        _add_service(AggregatorService(runner, insecure=insecure), server)
+        add_membership_service(MembershipService(membership, is_open, notify), server)
+
     server, health_servicer, port = start_server(
         consortium,
         listen,
-        lambda server: _add_service(AggregatorService(runner, insecure=insecure), server),
+        add,
         service_name="secagg.v1.Aggregator",
         limit=limit,
         max_workers=options.max_workers,
         options=[("grpc.max_concurrent_streams", 4 * n + 64)],
         insecure=insecure,
+        interceptors=[metrics.interceptor()] if metrics is not None else [],
     )
+    ops = None
+    if metrics is not None:
+        metrics.registry_in_use(membership.current.version, n)
+        if metrics_listen is not None:
+            ops = OpsServer(metrics_listen, metrics, lambda: not runner.finished)
+            ops.start()
+            log.info(
+                "metrics and health on http://%s:%d/metrics, /healthz",
+                metrics_listen.rpartition(":")[0],
+                ops.port,
+            )
     log.info(
-        "aggregator listening on port %d (%s), %d members",
+        "aggregator listening on port %d (%s), %d members, registry v%d",
         port,
         "INSECURE dev mode" if insecure else "mutual TLS",
         n,
+        membership.current.version,
     )
     if ready is not None:
         ready(port)
     try:
-        drive(runner, server, health_servicer, thread_name="round-runner", stop_event=stop_event)
+        drive(
+            runner,
+            server,
+            health_servicer,
+            thread_name="round-runner",
+            stop_event=stop_event,
+            linger=1.0,  # members asking for a next round hear that there is none
+        )
     finally:
-        store.close()
-    return completed_rounds(store_rounds(state_dir))
+        if ops is not None:
+            ops.close()
 
 
 def store_rounds(state_dir: Path) -> list[dict[str, Any]]:

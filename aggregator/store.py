@@ -1,7 +1,7 @@
 """Durable aggregator state in SQLite: rounds, who completed which stage, published aggregates.
 
 The schema is versioned (``meta.schema_version``) and :data:`MIGRATIONS` upgrades an older
-database in place. Session ids are UNIQUE: a key set can never be reused (threats.md SA-19).
+database in place. Session ids are UNIQUE: a key set can never be reused (docs/threats.md SA-19).
 On start, every round still ``open`` is marked ``aborted``: a restarted aggregator never asks a
 client to mask again under keys it already used; the next round starts with fresh keys.
 """

@@ -24,8 +24,8 @@ class ModelUnavailable(TrainingError):
 
 
 class AdapterMismatch(TrainingError, ValueError):
-    """A vector or spec does not fit the model's adapter (threats.md SA-15): wrong length, names,
-    shapes, dtype, or a non-finite value."""
+    """A vector or spec does not fit the model's adapter (docs/threats.md SA-15): wrong length,
+    names, shapes, dtype, or a non-finite value."""
 
 
 class PerSampleGradientMissing(TrainingError):

@@ -1,62 +1,162 @@
-"""``secagg-client``: join an aggregator and contribute a vector (statistics mode)."""
+"""``secagg-client``: a member's commands: enrol (make keys here, request a certificate),
+install (the administrator's certificate and public bundle), rotate (new keys), and join or
+train (take part in rounds)."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from protos.ops import EXIT_INCOMPLETE, EXIT_OK, add_common_arguments, common_parent, run_cli
+
 __all__ = ["main"]
 
+_DESCRIPTION = (
+    "A consortium member's commands. Enrolment: enrol (makes this member's TLS key and "
+    "Ed25519 identity in its own folder, and a request for the administrator), then install "
+    "(the certificate the administrator returns, and the published bundle). Then join "
+    "(statistics) or train (federated DP-LoRA). rotate makes new keys (the old ones work "
+    "until the new certificate is installed). Exit status: 0 every round asked for "
+    "completed, 1 some did not, 2 bad input or material, 130/143 stopped by SIGINT/SIGTERM."
+)
 
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="secagg-client", description=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    j = sub.add_parser("join", help="take part in rounds")
-    j.add_argument("--aggregator", default="127.0.0.1:50051")
-    j.add_argument("--consortium", type=Path, required=True)
-    j.add_argument("--id", type=int, required=True)
-    j.add_argument("--input", type=Path, required=True, help="a 1-D float .npy file")
-    j.add_argument("--rounds", type=int, default=1)
-    j.add_argument("--insecure-dev", action="store_true")
-    j.add_argument(
+
+def _member_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--member",
+        type=Path,
+        default=None,
+        help="this member's own folder (from `enrol`); only this member ever reads it",
+    )
+    p.add_argument(
+        "--consortium",
+        type=Path,
+        default=None,
+        help="local tests: a bundle from `secagg-aggregator init-consortium` (with --id)",
+    )
+    p.add_argument(
+        "--id", type=int, default=None, help="this member's id (checked against its folder)"
+    )
+
+
+def _round_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--aggregator",
+        default="127.0.0.1:50051",
+        metavar="HOST:PORT",
+        help="where the aggregator listens (default: %(default)s)",
+    )
+    p.add_argument(
+        "--server-name",
+        default=None,
+        metavar="NAME",
+        help="the name to check the aggregator's certificate against when it differs from "
+        "HOST (e.g. dialling an IP the certificate does not list; default: HOST)",
+    )
+    _member_args(p)
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="how many rounds must complete before this member stops (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-failed-rounds",
+        type=int,
+        default=3,
+        help="give up after this many rounds failed (aborted, lost to an aggregator restart, "
+        "declined) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--reconnect-timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for an unreachable (e.g. restarting) aggregator before giving "
+        "up (default: %(default)s)",
+    )
+    p.add_argument(
+        "--insecure-dev", action="store_true", help="plaintext, no certificates: local demos only"
+    )
+    p.add_argument(
         "--require-verification",
         action="store_true",
-        help="refuse rounds that do not verify contributions with norm proofs (protocol.md §7)",
+        help="refuse rounds that do not verify contributions with norm proofs "
+        "(docs/protocol.md §7)",
     )
-    j.add_argument(
+    p.add_argument(
         "--fault",
         action="append",
         default=[],
         metavar="KIND:ROUND:STAGE[:SECONDS]",
         help="testing only: 'kill' (SIGKILL itself) or 'delay' before sending STAGE in ROUND",
     )
-    j.add_argument("-v", "--verbose", action="store_true")
-    t = sub.add_parser("train", help="take part in federated DP-LoRA rounds")
-    t.add_argument("--aggregator", default="127.0.0.1:50051")
-    t.add_argument("--consortium", type=Path, required=True)
-    t.add_argument("--id", type=int, required=True)
-    t.add_argument("--model", default="tiny", choices=["tiny", "smollm2"])
-    t.add_argument("--cache", type=Path, default=None, help="where SmolLM2 is cached")
-    t.add_argument("--slice", type=int, required=True, help="which slice of the local text")
-    t.add_argument("--n-slices", type=int, required=True)
-    t.add_argument("--max-blocks", type=int, default=None)
-    t.add_argument("--ledger", type=Path, required=True, help="this client's privacy ledger")
-    t.add_argument("--ledger-key", type=Path, required=True, help="Ed25519 PEM key for it")
-    t.add_argument("--rounds", type=int, default=1)
-    t.add_argument("--insecure-dev", action="store_true")
-    t.add_argument(
-        "--require-verification",
-        action="store_true",
-        help="refuse rounds that do not verify contributions with norm proofs (protocol.md §7)",
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="secagg-client", description=_DESCRIPTION)
+    add_common_arguments(ap, logging_flags=False)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    common = common_parent()
+    e = sub.add_parser(
+        "enrol",
+        parents=[common],
+        help="make this member's keys and a certificate request for the administrator",
     )
-    t.add_argument("--fault", action="append", default=[], help="testing only, as for join")
+    e.add_argument("--member", type=Path, required=True, help="this member's folder, to create")
+    e.add_argument("--id", type=int, required=True, help="the member id the administrator assigned")
+    i = sub.add_parser(
+        "install",
+        parents=[common],
+        help="install the administrator's public bundle (and this member's certificate)",
+        description="Copy ca.pem, registry.pub and registry.json from the published bundle "
+        "(the CA and the administrator's key are pinned the first time) and, with --cert, the "
+        "certificate the administrator issued (after enrol or rotate). The registry must be "
+        "signed by the administrator, not older than the installed one, and list this "
+        "member's own keys.",
+    )
+    i.add_argument("--member", type=Path, required=True, help="this member's folder")
+    i.add_argument(
+        "--public", type=Path, required=True, help="the administrator's published folder"
+    )
+    i.add_argument(
+        "--cert", type=Path, default=None, help="the certificate the administrator issued"
+    )
+    r = sub.add_parser(
+        "rotate", parents=[common], help="make new keys and a request for the administrator"
+    )
+    r.add_argument("--member", type=Path, required=True, help="this member's folder")
+    j = sub.add_parser("join", parents=[common], help="take part in statistics rounds")
+    _round_args(j)
+    j.add_argument("--input", type=Path, required=True, help="a 1-D float .npy file, length d")
+    t = sub.add_parser("train", parents=[common], help="take part in federated DP-LoRA rounds")
+    _round_args(t)
+    t.add_argument(
+        "--model",
+        default="tiny",
+        choices=["tiny", "smollm2"],
+        help="the base model (default: %(default)s)",
+    )
+    t.add_argument(
+        "--cache", type=Path, default=None, help="where SmolLM2 is cached (default: none)"
+    )
+    t.add_argument("--slice", type=int, required=True, help="which slice of the local text")
+    t.add_argument("--n-slices", type=int, required=True, help="how many slices there are")
+    t.add_argument(
+        "--max-blocks",
+        type=int,
+        default=None,
+        help="train on at most this many text blocks (default: all)",
+    )
+    t.add_argument("--ledger", type=Path, required=True, help="this member's privacy ledger")
+    t.add_argument(
+        "--ledger-key", type=Path, required=True, help="Ed25519 PEM key that signs the ledger"
+    )
     t.add_argument("--dump-updates", type=Path, default=None, help=argparse.SUPPRESS)
-    t.add_argument("-v", "--verbose", action="store_true")
     return ap
 
 
@@ -89,71 +189,103 @@ def _faults(specs: list[str]):  # type: ignore[no-untyped-def]
     return hook
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    from client.agent import AgentError, AgentOptions, ClientAgent
-    from dp import PrivacyError
-    from secagg import ClientPolicy
+def _contributor(args: argparse.Namespace) -> Any:
+    if args.cmd == "train":
+        import torch
 
-    try:
-        contributor: Any
-        if args.cmd == "train":
-            import torch
+        from client.fl import FlClientOptions, FlContributor
 
-            from client.fl import FlClientOptions, FlContributor
-
-            torch.set_num_threads(1)
-            contributor = FlContributor(
-                FlClientOptions(
-                    client_id=args.id,
-                    model=args.model,
-                    slice_index=args.slice,
-                    n_slices=args.n_slices,
-                    ledger=args.ledger,
-                    ledger_key=args.ledger_key,
-                    cache_dir=args.cache,
-                    max_blocks=args.max_blocks,
-                    dump_dir=args.dump_updates,
-                )
-            )
-        else:
-            vector = np.load(args.input, allow_pickle=False)
-            if vector.ndim != 1 or vector.dtype.kind != "f":
-                raise ValueError(f"{args.input} must hold a 1-D float vector")
-
-            def provide(cfg):  # type: ignore[no-untyped-def]
-                if vector.shape[0] != cfg.d:
-                    raise ValueError(f"the round wants d={cfg.d}, the input has {vector.shape[0]}")
-                return vector
-
-            contributor = provide
-        agent = ClientAgent(
-            AgentOptions(
-                aggregator=args.aggregator,
-                consortium=args.consortium,
+        torch.set_num_threads(1)
+        return FlContributor(
+            FlClientOptions(
                 client_id=args.id,
-                rounds=args.rounds,
-                insecure=args.insecure_dev,
-                policy=ClientPolicy(require_norm_bound=args.require_verification),
-            ),
-            contributor,
-            before_stage=_faults(args.fault),
+                model=args.model,
+                slice_index=args.slice,
+                n_slices=args.n_slices,
+                ledger=args.ledger,
+                ledger_key=args.ledger_key,
+                cache_dir=args.cache,
+                max_blocks=args.max_blocks,
+                dump_dir=args.dump_updates,
+            )
         )
-        try:
-            reports = agent.run()
-        finally:
-            agent.close()
-    except (AgentError, OSError, ValueError, PrivacyError) as exc:
-        print(f"secagg-client: error: {exc}", file=sys.stderr)
-        return 2
+    try:
+        vector = np.load(args.input, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{args.input} is not a .npy file: {exc}") from None
+    if vector.ndim != 1 or vector.dtype.kind != "f":
+        raise ValueError(f"{args.input} must hold a 1-D float vector")
+
+    def provide(cfg):  # type: ignore[no-untyped-def]
+        if vector.shape[0] != cfg.d:
+            raise ValueError(f"the round wants d={cfg.d}, the input has {vector.shape[0]}")
+        return vector
+
+    return provide
+
+
+def _rounds(args: argparse.Namespace) -> int:
+    from client.agent import AgentOptions, ClientAgent
+    from protos.consortium import member_folder
+
+    folder = member_folder(args.member, args.consortium, args.id)
+    if args.id is None:
+        args.id = folder.member_id
+    agent = ClientAgent(
+        AgentOptions(
+            aggregator=args.aggregator,
+            member=folder.path,
+            client_id=folder.member_id,
+            rounds=args.rounds,
+            insecure=args.insecure_dev,
+            server_name=args.server_name,
+            max_failed_rounds=args.max_failed_rounds,
+            reconnect_timeout=args.reconnect_timeout,
+            require_norm_bound=args.require_verification,
+        ),
+        _contributor(args),
+        before_stage=_faults(args.fault),
+    )
+    try:
+        reports = agent.run()
+    finally:
+        agent.close()
     done = sum(r.completed for r in reports)
-    print(f"client {args.id}: {done}/{len(reports)} rounds completed")
-    return 0
+    print(f"client {args.id}: {done}/{args.rounds} rounds completed")
+    return EXIT_OK if done >= args.rounds else EXIT_INCOMPLETE
+
+
+def _run(args: argparse.Namespace) -> int:
+    from protos.consortium import MemberFolder
+
+    if args.cmd == "enrol":
+        csr = MemberFolder(args.member).enrol(args.id)
+        print(
+            f"member {args.id}: keys made in {args.member} (they never leave it); send {csr} "
+            "to the administrator"
+        )
+        return EXIT_OK
+    if args.cmd == "rotate":
+        csr = MemberFolder(args.member).rotate()
+        print(
+            f"new keys made in {csr.parent}; send {csr} to the administrator, then install "
+            "the certificate it returns (the current keys stay in use until then)"
+        )
+        return EXIT_OK
+    if args.cmd == "install":
+        reg = MemberFolder(args.member).install(args.public, args.cert)
+        print(
+            f"installed registry v{reg.version} of {reg.consortium!r} ({len(reg.members)} "
+            f"members) in {args.member}"
+        )
+        return EXIT_OK
+    return _rounds(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from dp import PrivacyError
+
+    return run_cli("secagg-client", _parser, _run, argv, expected=(PrivacyError,))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """`make demo`: a real federated DP-LoRA fine-tuning over secure aggregation, on this machine.
 
-A local consortium (CA, certificates, identities) is created; the aggregator and 6 client
+A local consortium is enrolled (``init-consortium``: an administrator, the aggregator and each
+member in a folder of its own, each member's keys made in its folder); the aggregator and 6 client
 agents run as separate processes on 127.0.0.1 with mutual TLS. Each client trains FFA-LoRA with
 DP-SGD on its own non-IID slice of text found on every machine (Python's own docstrings), adds
 its distributed-DP noise share, commits to its encoded update and proves in zero knowledge that
-its norm is within the bound the DP parameters imply (contribution verification, protocol.md
+its norm is within the bound the DP parameters imply (contribution verification, docs/protocol.md
 §7; ``--no-verify`` turns it off), masks and uploads; one client is killed in the middle of round
 1 and the round still completes. At the end: a report (markdown and PNG plots), the privacy
 spent per client from the ledgers, and the aggregated adapter as a peft folder.
@@ -486,7 +487,7 @@ class Demo:
             "DP-SGD on its own slice of Python's docstrings and adds a distributed discrete "
             f"Gaussian share (user-level noise multiplier {self.s['user_noise']}).",
             "",
-            "Contribution verification (protocol.md §7): "
+            "Contribution verification (docs/protocol.md §7): "
             + (
                 f"on: every update was committed and proven to have squared L2 norm <= "
                 f"{history[1].get('norm_bound')} (encoded units), and each aggregate was checked "
@@ -565,15 +566,29 @@ def _check_peft_load(
     return bool(abs(tr.evaluate_loss(loaded, held) - tr.evaluate_loss(net, held)) < 1e-4)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="secagg-demo",
+        description="Federated DP-LoRA fine-tuning over secure aggregation on this machine: an "
+        "aggregator and client processes over mutual TLS, a report at the end.",
     )
     ap.add_argument("--quick", action="store_true", help="tiny model (about 1.5 minutes)")
-    ap.add_argument("--workdir", type=Path, default=Path("demo-out"))
-    ap.add_argument("--clients", type=int, default=6)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "secagg-dplora")
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("demo-out"),
+        help="where everything goes (emptied first; default: %(default)s)",
+    )
+    ap.add_argument(
+        "--clients", type=int, default=6, help="client processes (default: %(default)s)"
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="rounds (default: %(default)s)")
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        default=Path.home() / ".cache" / "secagg-dplora",
+        help="where SmolLM2 is cached (default: %(default)s)",
+    )
     ap.add_argument(
         "--no-kill", dest="kill", action="store_false", help="do not kill a client in round 1"
     )
@@ -583,8 +598,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="do not verify contributions (no commitments or norm proofs; faster)",
     )
-    ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        help="seconds before the demo gives up (default: %(default)s)",
+    )
     ap.add_argument("--dump-updates", action="store_true", help=argparse.SUPPRESS)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
     args = ap.parse_args(argv)
     demo = Demo(args)
     try:

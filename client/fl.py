@@ -24,6 +24,7 @@ from client.agent import AgentError
 from dp.accounting import DpSgdEvent, distributed_event
 from dp.distributed import DistributedDPConfig, encode, round_privacy
 from dp.ledger import Budget, BudgetExceeded, PrivacyLedger, load_signing_key
+from protos.ops import utc_stamp
 from secagg import ClientPolicy, RoundConfig
 
 __all__ = ["FlClientOptions", "FlContributor", "check_round_dp"]
@@ -43,7 +44,7 @@ class FlClientOptions:
     cache_dir: Path | None = None
     max_blocks: int | None = None
     dump_dir: Path | None = None  # testing only: keep this client's own updates, locally
-    # Corrupt survivors this client assumes may add no noise (threats.md DP-10); None: what
+    # Corrupt survivors this client assumes may add no noise (docs/threats.md DP-10); None: what
     # the default ClientPolicy tolerates for the round's degree. A round whose DP parameters
     # assume fewer is refused.
     max_corrupt: int | None = None
@@ -57,7 +58,7 @@ def check_round_dp(
 ) -> None:
     """Refuse DP parameters that do not fit the round, or whose noise assumes fewer corrupt
     survivors than this client tolerates (``max_corrupt``; ``None``: the default
-    :class:`secagg.ClientPolicy`'s bound for the round's degree), threats.md DP-10."""
+    :class:`secagg.ClientPolicy`'s bound for the round's degree), docs/threats.md DP-10."""
     if (
         dp_cfg.dim != adapter_size
         or dp_cfg.encoded_dim != config.d
@@ -70,7 +71,7 @@ def check_round_dp(
     if dp_cfg.max_corrupt < corrupt:
         raise AgentError(
             f"the round's DP noise assumes {dp_cfg.max_corrupt} corrupt survivors, this client "
-            f"tolerates {corrupt}: its guarantee would not hold (threats.md DP-10)"
+            f"tolerates {corrupt}: its guarantee would not hold (docs/threats.md DP-10)"
         )
 
 
@@ -154,11 +155,22 @@ class FlContributor:
                     budget=b,
                     report=rep,
                 )
+        now = utc_stamp()  # the ledger never reads a clock: the writer stamps its rows
         self.ledger.charge(
-            record_event, client_id=who, run_id=run, round_index=config.round, budget=record_budget
+            record_event,
+            client_id=who,
+            run_id=run,
+            round_index=config.round,
+            budget=record_budget,
+            timestamp=now,
         )
         self.ledger.charge(
-            user_event, client_id=who, run_id=run, round_index=config.round, budget=user_budget
+            user_event,
+            client_id=who,
+            run_id=run,
+            round_index=config.round,
+            budget=user_budget,
+            timestamp=now,
         )
         res = tr.train_dp(
             net,

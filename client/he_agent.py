@@ -5,7 +5,7 @@ and wait for the outcome.
 
 Transient errors (UNAVAILABLE, RESOURCE_EXHAUSTED) are retried with exponential backoff; a
 retried upload is the same ciphertexts, and ALREADY_EXISTS means an earlier attempt landed.
-Run it: ``python -m client.he_agent join --consortium C --id I --input x.npy``.
+Run it: ``python -m client.he_agent join --consortium BUNDLE --id I --input x.npy``.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
-from aggregator.consortium import load_consortium
-from aggregator.he_material import verify_context
 from client.agent import AgentError, RoundReport, call_with_retry
 from protos import he_wire
+from protos.consortium import load_consortium
+from protos.he_material import verify_context
 from protos.secagg.he.v1 import he_pb2 as pb
 from protos.secagg.he.v1 import he_pb2_grpc as pb_grpc
 from secagg import SecAggError
@@ -196,14 +196,34 @@ class HeClientAgent:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m client.he_agent", description=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    j = sub.add_parser("join", help="take part in HE rounds")
-    j.add_argument("--aggregator", default="127.0.0.1:50052")
-    j.add_argument("--consortium", type=Path, required=True)
-    j.add_argument("--id", type=int, required=True)
+    from protos.ops import add_common_arguments, common_parent
+
+    ap = argparse.ArgumentParser(
+        prog="python -m client.he_agent",
+        description="A member's side of the homomorphic-encryption variant: per round, check "
+        "that the key holder signed the public context, encrypt and upload. Exit status: 0 "
+        "every round completed, 1 some did not, 2 bad input or material.",
+    )
+    add_common_arguments(ap, logging_flags=False)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    j = sub.add_parser("join", parents=[common_parent()], help="take part in HE rounds")
+    j.add_argument(
+        "--aggregator",
+        default="127.0.0.1:50052",
+        metavar="HOST:PORT",
+        help="where the HE aggregator listens (default: %(default)s)",
+    )
+    j.add_argument(
+        "--consortium",
+        type=Path,
+        required=True,
+        help="a bundle from `secagg-aggregator init-consortium` (local tests)",
+    )
+    j.add_argument("--id", type=int, required=True, help="this member's id")
     j.add_argument("--input", type=Path, required=True, help="a 1-D float .npy file")
-    j.add_argument("--rounds", type=int, default=1)
+    j.add_argument(
+        "--rounds", type=int, default=1, help="rounds to take part in (default: %(default)s)"
+    )
     j.add_argument(
         "--kill-before-upload",
         type=int,
@@ -211,53 +231,48 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ROUND",
         help="testing only: SIGKILL this process just before uploading in ROUND",
     )
-    j.add_argument("-v", "--verbose", action="store_true")
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
+def _run(args: argparse.Namespace) -> int:
     kill_round = args.kill_before_upload
 
     def hook(rnd: int) -> None:
         if rnd == kill_round:
             os.kill(os.getpid(), signal.SIGKILL)
 
+    vector = np.load(args.input, allow_pickle=False)
+    if vector.ndim != 1 or vector.dtype.kind != "f":
+        raise ValueError(f"{args.input} must hold a 1-D float vector")
+
+    def provide(cfg: HeRoundConfig) -> npt.ArrayLike:
+        if vector.shape[0] != cfg.d:
+            raise ValueError(f"the round wants d={cfg.d}, the input has {vector.shape[0]}")
+        return np.asarray(vector, dtype=np.float64)
+
+    agent = HeClientAgent(
+        HeAgentOptions(
+            aggregator=args.aggregator,
+            consortium=args.consortium,
+            client_id=args.id,
+            rounds=args.rounds,
+        ),
+        provide,
+        before_upload=hook if kill_round is not None else None,
+    )
     try:
-        vector = np.load(args.input, allow_pickle=False)
-        if vector.ndim != 1 or vector.dtype.kind != "f":
-            raise ValueError(f"{args.input} must hold a 1-D float vector")
-
-        def provide(cfg: HeRoundConfig) -> npt.ArrayLike:
-            if vector.shape[0] != cfg.d:
-                raise ValueError(f"the round wants d={cfg.d}, the input has {vector.shape[0]}")
-            return np.asarray(vector, dtype=np.float64)
-
-        agent = HeClientAgent(
-            HeAgentOptions(
-                aggregator=args.aggregator,
-                consortium=args.consortium,
-                client_id=args.id,
-                rounds=args.rounds,
-            ),
-            provide,
-            before_upload=hook if kill_round is not None else None,
-        )
-        try:
-            reports = agent.run()
-        finally:
-            agent.close()
-    except (AgentError, OSError, ValueError) as exc:
-        print(f"he client: error: {exc}", file=sys.stderr)
-        return 2
+        reports = agent.run()
+    finally:
+        agent.close()
     done = sum(r.completed for r in reports)
     print(f"client {args.id}: {done}/{len(reports)} HE rounds completed")
-    return 0
+    return 0 if done >= args.rounds else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    from protos.ops import run_cli
+
+    return run_cli("he client", _parser, _run, argv, expected=(SecAggError,))
 
 
 if __name__ == "__main__":

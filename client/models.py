@@ -173,7 +173,7 @@ def _load_smollm2_from_gguf() -> tuple[nn.Module, TokenizerLike]:
         pkg, gguf_file=SMOLLM2_GGUF, dtype=torch.float32
     )
     # The weights are de-quantised float32 now; without this save_pretrained refuses with
-    # "The model is quantized with gguf and is not serializable" (dp-lora-notes.md section 1).
+    # "The model is quantized with gguf and is not serializable" (docs/dp-lora-notes.md section 1).
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None

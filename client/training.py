@@ -1,21 +1,21 @@
 """DP-LoRA on the edge device: LoRA set-up, DP-SGD with opacus, the adapter as one flat vector.
 
-The federated data path needs three things from a client (architecture.md):
+The federated data path needs three things from a client (docs/architecture.md):
 
 * an adapter that every client builds identically (same base weights, same targets and rank,
   same public initialisation of A), so that a mean of updates means something;
 * record-level DP-SGD: Poisson sampling at rate ``q = batch_size / len(data)``, per-example
   clipping of *every* trainable parameter jointly, Gaussian noise, and an accountant fed with
-  exactly that ``q`` and step count (threats.md DP-05, DP-06, DP-09);
+  exactly that ``q`` and step count (docs/threats.md DP-05, DP-06, DP-09);
 * the update as one dense fixed-length vector, refused on the way back in if its length or
-  spec differs (threats.md SA-15).
+  spec differs (docs/threats.md SA-15).
 
 FFA-LoRA (Sun et al., ICLR 2024) is the default: ``A`` is drawn from a public seed and frozen,
 only ``B`` is trained, so ``A (mean B) = mean (A B)`` and the aggregate is exact.
 
 Security: the Gaussian noise added here is float noise from torch's (non-cryptographic)
 generator, seeded from the OS CSPRNG unless a test seed is given. It bounds what the *update*
-reveals about one local record; it is not robust to floating-point attacks (threats.md DP-02).
+reveals about one local record; it is not robust to floating-point attacks (docs/threats.md DP-02).
 The user-level guarantee of the federation comes from :mod:`dp`'s integer noise under SecAgg.
 """
 
@@ -202,7 +202,7 @@ class AdapterSpec:
 
     ``lora`` holds ``(key, value)`` pairs (mode, rank, alpha, targets); ``frozen_digest`` is a
     SHA-256 over the frozen LoRA tensors (FFA's ``A``), so two clients whose public A differs
-    have different specs. :attr:`digest` commits to all of it (threats.md SA-15).
+    have different specs. :attr:`digest` commits to all of it (docs/threats.md SA-15).
     """
 
     names: tuple[str, ...]
@@ -542,7 +542,7 @@ def train_dp(
     opacus' zero-length batch; ``"random"``: one data-independent random row, as opacus'
     ``rand_on_empty``). Each example's gradient over all trainable tensors jointly is clipped
     to ``clip``; Gaussian noise of std ``noise_multiplier * clip`` is added to the sum, which is
-    divided by the public ``batch_size`` (never the sampled size, threats.md DP-06).
+    divided by the public ``batch_size`` (never the sampled size, docs/threats.md DP-06).
 
     Give ``noise_multiplier`` or ``target_epsilon`` (calibrated with :func:`calibrate_noise`;
     the reported epsilon never exceeds it). ``noise_multiplier=0`` clips without noise and
@@ -731,7 +731,7 @@ def train_dp(
         raise TrainingError(f"{accounted} steps were noised but {n_steps} were accounted")
     end, _ = adapter_to_vector(model, np.float64)
     if not np.isfinite(end).all():
-        raise TrainingError("the adapter became non-finite during training (threats.md DP-09)")
+        raise TrainingError("the adapter became non-finite during training (docs/threats.md DP-09)")
     return TrainResult(
         delta_vector=(end - start).astype(np.float32),
         spec=spec,

@@ -1,7 +1,7 @@
 """Injected randomness for noise and rounding: bytes from a source, numbers derived with numpy.
 
 Every random number in :mod:`dp` is derived from :meth:`RandomSource.bytes`; ``numpy.random``
-and ``random`` are never used (threats.md DP-04). The interface is structurally the same as
+and ``random`` are never used (docs/threats.md DP-04). The interface is structurally the same as
 ``secagg``'s, so one source object can serve both packages.
 
 Security: :class:`OsRandom` reads ``os.urandom`` (the OS CSPRNG). :class:`SeededRandom` is

@@ -15,7 +15,7 @@ sequence of events into an (epsilon, delta) bound and validate before they compu
 :func:`account` runs several accountants and reports the tightest *sound* bound, and says which
 accountant produced it. PLD and PRV are numerical; when both ran and they disagree beyond
 :data:`CROSS_CHECK_TOLERANCE`, neither smaller value is trusted: the report then uses
-``min(rdp, max(pld, prv))`` (threats.md DP-07). A crashing accountant aborts (``strict=True``).
+``min(rdp, max(pld, prv))`` (docs/threats.md DP-07). A crashing accountant aborts (``strict=True``).
 
 Distributed DP under secure aggregation (user level, one event per round or per batch of
 identical rounds) is accounted with the published RDP bounds of the integer mechanisms, never
@@ -120,7 +120,7 @@ class DpSgdEvent:
     """Record-level DP-SGD on one client: ``steps`` Poisson-sampled Gaussian steps.
 
     ``sample_rate`` is the Poisson inclusion probability of a record (expected batch / dataset
-    size, threats.md DP-06); ``noise_multiplier`` is the noise std over the clip norm.
+    size, docs/threats.md DP-06); ``noise_multiplier`` is the noise std over the clip norm.
     """
 
     sample_rate: float
@@ -160,7 +160,7 @@ class _DistributedEvent:
 
     def _check_common(self) -> None:
         _check_int("survivors", self.survivors, low=1)
-        # How ``survivors`` was derived (threats.md DP-10): the clients in the decoded sum
+        # How ``survivors`` was derived (docs/threats.md DP-10): the clients in the decoded sum
         # minus the corrupt ones assumed to add no noise. Recorded so an audit can show it.
         _check_int("assumed_corrupt", self.assumed_corrupt, low=0)
         if self.decoded_survivors is not None:
@@ -268,23 +268,23 @@ ASSUMPTIONS: Final[Mapping[str, str]] = {
     "dp_sgd": (
         "Record-level, add/remove-one neighbouring datasets. Records are Poisson-sampled with "
         "the stated rate (opacus DPDataLoader; a shuffled fixed-size loader is NOT covered, "
-        "threats.md DP-05), each per-example gradient is clipped to C and Gaussian noise of "
+        "docs/threats.md DP-05), each per-example gradient is clipped to C and Gaussian noise of "
         "std noise_multiplier*C is added to the sum. Floating-point noise is idealised as a "
-        "real Gaussian (threats.md DP-02)."
+        "real Gaussian (docs/threats.md DP-02)."
     ),
     "ddg": (
         "User-level, add/remove-one client. The decoded sum contains the independent discrete "
         "Gaussian shares of `survivors` honest clients: `decoded_survivors` were summed and up "
         "to `assumed_corrupt` of them (the client policy's tolerance) may have added no noise, "
-        "so `survivors = decoded_survivors - assumed_corrupt` (threats.md DP-10); "
+        "so `survivors = decoded_survivors - assumed_corrupt` (docs/threats.md DP-10); "
         "sensitivities are of one client's encoded integer vector after rounding, no modular "
-        "wrap-around occurs (threats.md DP-11), and SecAgg reveals only the sum. Bound: "
+        "wrap-around occurs (docs/threats.md DP-11), and SecAgg reveals only the sum. Bound: "
         "Kairouz-Liu-Steinke 2021 Prop. 14 with tau from Thm 1, as RDP at integer orders."
     ),
     "skellam": (
         "User-level, add/remove-one client. The decoded sum contains the independent Skellam "
         "shares of `survivors` honest clients: `decoded_survivors` were summed and up to "
-        "`assumed_corrupt` of them may have added no noise (threats.md DP-10); "
+        "`assumed_corrupt` of them may have added no noise (docs/threats.md DP-10); "
         "sensitivities are of one client's encoded integer vector after rounding, no modular "
         "wrap-around occurs, and SecAgg reveals only the sum. Bound: Agarwal-Kairouz-Liu 2021 "
         "(Skellam RDP theorem) at integer orders."
@@ -718,7 +718,7 @@ def account(
     """Compose ``events`` (all of one :class:`PrivacyUnit`) and report the tightest sound bound.
 
     ``strict``: an accountant that supports the events but raises, or returns NaN or a negative
-    value, aborts with :class:`AccountingError` (threats.md DP-07); otherwise it is skipped and
+    value, aborts with :class:`AccountingError` (docs/threats.md DP-07); otherwise it is skipped and
     named in ``skipped``.
     """
     _check_real("delta", delta, low=0.0, high=1.0)

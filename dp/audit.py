@@ -9,10 +9,12 @@ Usage (also ``python -m dp.audit``)::
 
 ``report`` shows, per client, run and privacy unit, epsilon after every round, the budget and
 what remains, every mechanism's parameters, which accountant gave each bound, and whether that
-run's chain verifies; ledger-wide problems are listed first. Each chain's last epsilon is also
-recomputed from the recorded parameters (``--no-recompute`` skips it). ``verify`` prints one
-line per problem. Exit status: 0 verified, 1 verification failed (the report is still
-written), 2 the file cannot be read as a ledger or the arguments are wrong.
+run's chain verifies; ledger-wide problems are listed first, then guarantees too weak to mean
+much (epsilon above 10 or 100, a budget that limits nothing, a large delta). Each chain's last
+epsilon is also recomputed from the recorded parameters (``--no-recompute`` skips it): a value
+that cannot be recomputed, or differs, fails the audit. ``verify`` prints one line per problem.
+Exit status: 0 verified, 1 verification failed (the report is still written), 2 the file
+cannot be read as a ledger or the arguments are wrong.
 
 Pin the writer with ``--public-key``: without it a ledger only proves it is self-consistent.
 This module is a thin shell over :mod:`dp.ledger` and :mod:`dp.accounting`.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import importlib.metadata
 import json
 import math
 import sys
@@ -60,6 +63,11 @@ EXIT_TAMPERED: Final = 1
 EXIT_UNREADABLE: Final = 2
 # A recomputed epsilon differing from the signed one by more than this is flagged.
 _RECOMPUTE_RTOL: Final = 1e-6
+# Epsilons above these say little (a likelihood ratio of e^10 ~ 22,000) or nothing at all.
+WEAK_EPSILON: Final = 10.0
+VOID_EPSILON: Final = 100.0
+# A delta above this is a sizeable chance that the epsilon bound simply fails.
+WEAK_DELTA: Final = 1e-3
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +105,39 @@ def _recompute(
     names = [name for name, _ in last.bounds] or list(accountants)
     try:
         rep = account(events, last.budget.delta, names, strict=False)
+    except ModuleNotFoundError as exc:
+        why = f"the accountant needs module {exc.name!r}: pip install 'secagg-dplora[audit]'"
+        return {"epsilon": None, "accountant": None, "matches": False, "error": why}
     except (AccountingError, ValueError) as exc:
-        return {"epsilon": None, "accountant": None, "matches": False, "error": str(exc)}
+        why = str(exc)
+        if "No module named" in why or "ModuleNotFoundError" in why:
+            why += " (pip install 'secagg-dplora[audit]')"
+        return {"epsilon": None, "accountant": None, "matches": False, "error": why}
     stored = last.epsilon_after
     matches = math.isclose(rep.epsilon, stored, rel_tol=_RECOMPUTE_RTOL, abs_tol=1e-12)
     return {"epsilon": _num(rep.epsilon), "accountant": rep.accountant, "matches": matches}
+
+
+def _warnings(spent: float, budget_eps: float, delta: float, unit: str) -> list[str]:
+    """What makes a verified guarantee too weak to mean much, in plain words."""
+    out = []
+    if not math.isfinite(spent):
+        out.append(f"{unit}-level epsilon is infinite: no privacy guarantee at all")
+    elif spent > VOID_EPSILON:
+        out.append(
+            f"{unit}-level epsilon {spent:.3g} is far above {VOID_EPSILON:g}: the bound holds "
+            "but protects nothing in practice"
+        )
+    elif spent > WEAK_EPSILON:
+        out.append(f"{unit}-level epsilon {spent:.3g} is above {WEAK_EPSILON:g}: a weak guarantee")
+    if budget_eps > VOID_EPSILON:
+        out.append(
+            f"the {unit}-level budget epsilon={budget_eps:.3g} does not limit spending in any "
+            "meaningful way"
+        )
+    if delta > WEAK_DELTA:
+        out.append(f"delta {delta:g} is above {WEAK_DELTA:g}: the bound may simply fail")
+    return out
 
 
 def build_report(
@@ -145,6 +181,9 @@ def build_report(
                 "recomputed": (
                     _recompute(entries, last, ledger.accountants) if recompute else None
                 ),
+                "warnings": _warnings(
+                    last.epsilon_after, last.budget.epsilon, last.budget.delta, key.unit
+                ),
                 "rounds": [
                     {
                         "seq": e.seq,
@@ -179,9 +218,16 @@ def build_report(
                     "accountant": None,
                     "bounds": {},
                     "recomputed": None,
+                    "warnings": [],
                     "rounds": [],
                 }
             )
+    unrecomputed = [
+        f"client {c['client']}, run {c['run']}: "
+        + (c["recomputed"].get("error") or "the recomputed epsilon differs from the signed one")
+        for c in chains
+        if c["recomputed"] is not None and not c["recomputed"]["matches"]
+    ]
     kinds = sorted({e.kind for e in entries})
     if any(getattr(e.event, "participation_rate", 1.0) < 1.0 for e in entries):
         kinds.append("participation")
@@ -195,6 +241,9 @@ def build_report(
             "head": diagnosis.head.hex() if diagnosis.head else None,
             "accountants": list(ledger.accountants),
             "verified": diagnosis.ok and not extra_problems,
+            # PASS needs every chain verified and, unless skipped, every epsilon recomputed.
+            "pass": diagnosis.ok and not extra_problems and not unrecomputed,
+            "unrecomputed": unrecomputed,
             "problems": [
                 _problem_json(p)
                 for p in (*diagnosis.ledger_problems, *extra_problems)
@@ -226,7 +275,9 @@ def _md_cell(x: object) -> str:
 def _render_md(rep: dict[str, Any]) -> str:
     led = rep["ledger"]
     out: list[str] = ["# Privacy ledger audit", ""]
-    status = "PASS" if led["verified"] else "FAIL"
+    status = "PASS" if led["pass"] else "FAIL"
+    if led["verified"] and not led["pass"]:
+        status += " (a value could not be recomputed; see below)"
     pin = "pinned" if led["pinned"] else "NOT pinned (pass --public-key to check who wrote it)"
     out += [
         f"- Ledger: `{_md_cell(led['path'])}` (id `{led['ledger_id']}`)",
@@ -239,6 +290,17 @@ def _render_md(rep: dict[str, Any]) -> str:
     if led["problems"]:
         out += ["## Ledger-wide problems", ""]
         out += [f"- {_md_cell(p['message'])}" for p in led["problems"]]
+        out.append("")
+    if led["unrecomputed"]:
+        out += ["## Not recomputed (verification FAILS)", ""]
+        out += [f"- {_md_cell(m)}" for m in led["unrecomputed"]]
+        out.append("")
+    weak = [(c, w) for c in rep["chains"] for w in c["warnings"]]
+    if weak:
+        out += ["## Weak guarantees", ""]
+        out += [
+            f"- client `{_md_cell(c['client'])}`, run `{_md_cell(c['run'])}`: {w}" for c, w in weak
+        ]
         out.append("")
     out += [
         "## Summary",
@@ -353,8 +415,21 @@ def _render_html(rep: dict[str, Any]) -> str:
         f"<li>Writer key: <code>{e(led['writer_key'])}</code>, "
         f"{'pinned' if led['pinned'] else '<b>not pinned</b>'}</li>",
         f"<li>Events: {led['events']}; head: <code>{e(str(led['head']))}</code></li>",
-        f"<li>Verification: {'<span class=ok>PASS</span>' if led['verified'] else '<span class=bad>FAIL</span>'}</li></ul>",  # noqa: E501
+        f"<li>Verification: {'<span class=ok>PASS</span>' if led['pass'] else '<span class=bad>FAIL</span>'}</li></ul>",  # noqa: E501
     ]
+    if led["unrecomputed"]:
+        parts.append("<h2>Not recomputed (verification FAILS)</h2><ul>")
+        parts += [f"<li class='bad'>{e(m)}</li>" for m in led["unrecomputed"]]
+        parts.append("</ul>")
+    weak = [(c, w) for c in rep["chains"] for w in c["warnings"]]
+    if weak:
+        parts.append("<h2>Weak guarantees</h2><ul>")
+        parts += [
+            f"<li class='bad'>client <code>{e(c['client'])}</code>, run "
+            f"<code>{e(c['run'])}</code>: {e(w)}</li>"
+            for c, w in weak
+        ]
+        parts.append("</ul>")
     if led["problems"]:
         parts.append("<h2>Ledger-wide problems</h2><ul>")
         parts += [f"<li class='bad'>{e(p['message'])}</li>" for p in led["problems"]]
@@ -478,7 +553,7 @@ def plot_report(rep: dict[str, Any], path: str | Path) -> None:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small", loc="best")
     axes[-1].set_xlabel("round (dashed: budget)")
-    verdict = "verified" if rep["ledger"]["verified"] else "FAILS VERIFICATION"
+    verdict = "verified" if rep["ledger"]["pass"] else "FAILS VERIFICATION"
     fig.suptitle(f"Privacy ledger {rep['ledger']['ledger_id']}: {verdict}")
     fig.tight_layout()
     fig.savefig(str(path), format="png", dpi=110)
@@ -491,24 +566,43 @@ def plot_report(rep: dict[str, Any], path: str | Path) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="secagg-audit", description="Verify and report a DP privacy ledger."
+        prog="secagg-audit",
+        description="Verify and report a DP privacy ledger. Exit status: 0 verified (and every "
+        "epsilon recomputed), 1 verification failed or a value could not be recomputed, 2 the "
+        "file is not a readable ledger or the arguments are wrong.",
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     rp = sub.add_parser("report", help="per client and run: epsilon over rounds, budget, chain")
-    rp.add_argument("--ledger", required=True, type=Path)
-    rp.add_argument("--format", choices=("md", "json", "html"), default="md")
+    rp.add_argument("--ledger", required=True, type=Path, help="the ledger (SQLite file)")
+    rp.add_argument(
+        "--format",
+        choices=("md", "json", "html"),
+        default="md",
+        help="markdown, JSON or HTML (default: %(default)s)",
+    )
     rp.add_argument("--plot", type=Path, help="also write a PNG of epsilon vs round")
     rp.add_argument("--public-key", type=Path, help="pin the writer's public key (PEM)")
     rp.add_argument("--output", type=Path, help="write the report here instead of stdout")
     rp.add_argument("--no-recompute", action="store_true", help="skip recomputing epsilons")
     vp = sub.add_parser("verify", help="exit non-zero if the ledger fails verification")
-    vp.add_argument("--ledger", required=True, type=Path)
+    vp.add_argument("--ledger", required=True, type=Path, help="the ledger (SQLite file)")
     vp.add_argument("--public-key", type=Path, help="pin the writer's public key (PEM)")
     vp.add_argument("--expect-head", help="the head hash published earlier (hex)")
     kp = sub.add_parser("keygen", help="write a new Ed25519 writer key (PEM, mode 0600)")
-    kp.add_argument("--out", required=True, type=Path)
-    kp.add_argument("--public-out", type=Path)
+    kp.add_argument("--out", required=True, type=Path, help="where the private key goes (0600)")
+    kp.add_argument("--public-out", type=Path, help="also write the public key here (PEM)")
     return p
+
+
+def _pinned_key(path: Path) -> Any:
+    """The writer's public key; a private key is refused (an auditor never needs one)."""
+    if b"PRIVATE KEY" in path.read_bytes():
+        raise LedgerError(
+            f"{path} holds a private key: --public-key takes the writer's public key "
+            "(secagg-audit keygen --public-out writes one)"
+        )
+    return load_public_key(path)
 
 
 def _run(args: argparse.Namespace, out: TextIO) -> int:
@@ -519,7 +613,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             save_public_key(key.public_key(), args.public_out)
         print(f"wrote {args.out} ({key_fingerprint(key.public_key())})", file=out)
         return EXIT_OK
-    pinned = load_public_key(args.public_key) if args.public_key else None
+    pinned = _pinned_key(args.public_key) if args.public_key else None
     with PrivacyLedger.open(args.ledger, verify=False) as ledger, ledger.snapshot():
         diagnosis = ledger.diagnose(expected_public_key=pinned)
         if args.command == "verify":
@@ -552,7 +646,14 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         print(text, file=out)
     if args.plot:
         plot_report(rep, args.plot)
-    return EXIT_OK if rep["ledger"]["verified"] else EXIT_TAMPERED
+    return EXIT_OK if rep["ledger"]["pass"] else EXIT_TAMPERED
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("secagg-dplora")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -564,6 +665,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code) if isinstance(exc.code, int) else EXIT_UNREADABLE
     try:
         return _run(args, sys.stdout)
+    except KeyboardInterrupt:
+        print("secagg-audit: stopped by SIGINT", file=sys.stderr)
+        return 130
+    except ModuleNotFoundError as exc:
+        print(
+            f"secagg-audit: error: module {exc.name!r} is missing: pip install "
+            "'secagg-dplora[audit]'",
+            file=sys.stderr,
+        )
+        return EXIT_UNREADABLE
     except (LedgerError, OSError, ValueError) as exc:
         print(f"secagg-audit: error: {exc}", file=sys.stderr)
         return EXIT_UNREADABLE

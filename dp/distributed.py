@@ -9,11 +9,11 @@ server  ``ring sum -> signed -> / scale -> D H -> unpad``  (:func:`decode`)
 
 Noise is calibrated so that the honest clients among *any* ``min_survivors`` (t) survivors add at
 least the target variance: with up to ``max_corrupt`` (c) corrupt survivors, who may add no noise
-at all, each client adds ``target / (t - c)``, never ``target / n`` (threats.md DP-10). The
+at all, each client adds ``target / (t - c)``, never ``target / n`` (docs/threats.md DP-10). The
 explicit ``calibration="all-survivors"`` keeps the older ``target / t`` share; the privacy then
 recorded (:func:`round_privacy`) is the weaker one that ``t - c`` honest shares give. The ring is
 sized so that, with all ``n`` clients in the sum, wrap-around has probability below
-:data:`WRAP_PROBABILITY` (threats.md DP-11, SA-12; bound in :func:`choose_bits`).
+:data:`WRAP_PROBABILITY` (docs/threats.md DP-11, SA-12; bound in :func:`choose_bits`).
 
 Everything here is pure: no clocks, no I/O, no global RNG. Randomness is injected.
 """
@@ -99,7 +99,7 @@ class DistributedDPConfig:
     coordinate (in update units) once any ``min_survivors`` clients are summed. ``scale`` is the
     number of integer steps per update unit (``1 / granularity``); ``bits`` the ring Z_2^b.
     ``allow_seeded_rng`` is a test switch: production configurations leave it False so that
-    :func:`encode` refuses a deterministic randomness source (threats.md DP-04).
+    :func:`encode` refuses a deterministic randomness source (docs/threats.md DP-04).
 
     ``max_corrupt`` (c) is how many of the survivors may be corrupt and add no noise (set it to
     the client policy's ``corrupt_bound``). ``calibration`` "honest-survivors" (the default)
@@ -749,7 +749,7 @@ def round_privacy(config: DistributedDPConfig, num_survivors: int | None = None)
     """Sensitivities and zCDP/RDP of one round; defaults to the worst case, ``min_survivors``.
 
     The guarantee rests on the honest shares only: ``num_survivors - max_corrupt`` of them
-    (threats.md DP-10). With the default calibration that is the target at ``t`` survivors;
+    (docs/threats.md DP-10). With the default calibration that is the target at ``t`` survivors;
     with "all-survivors" it is ``(t - c) / t`` of the target variance, and so is what is charged.
 
     Discrete Gaussian: KLS21 (sum of ``s`` N_Z(0, sigma^2) shares). Skellam: AKL21 with total
@@ -784,7 +784,7 @@ def clip_l2(vector: npt.ArrayLike, l2_clip: float) -> F64:
     except (TypeError, ValueError) as exc:
         raise InvalidVector(f"vector is not a real array: {exc}") from exc
     if not np.all(np.isfinite(x)):
-        raise InvalidVector("vector contains NaN or Inf (threats.md IV-02)")
+        raise InvalidVector("vector contains NaN or Inf (docs/threats.md IV-02)")
     peak = float(np.max(np.abs(x))) if x.size else 0.0
     if peak == 0.0:
         return x
@@ -894,7 +894,7 @@ def decode(
     """The sum of ``num_survivors`` clients' clipped updates from their ring sum (mod 2^b).
 
     Raises :class:`InsufficientSurvivors` if fewer than ``min_survivors`` contributed: their
-    noise shares alone do not reach the target (threats.md DP-10).
+    noise shares alone do not reach the target (docs/threats.md DP-10).
     """
     s = _check_survivors(config, num_survivors)
     u = _as_ring_vector(ring_sum, config)

@@ -12,7 +12,7 @@ CKS20, Algorithm 2), fed only by a :class:`~dp._random.RandomSource`:
   concave on each side of ``floor(lam)``, so ``M`` is found exactly by checking both peaks.
 * :func:`skellam` is the difference of two independent Poissons with equal means.
 
-Precision (why float64 is acceptable here, threats.md DP-01/DP-02). Outputs are integers on a
+Precision (why float64 is acceptable here, docs/threats.md DP-01/DP-02). Outputs are integers on a
 data-independent lattice; only the *probabilities* of the integers are approximated. Every
 Bernoulli trial compares a 53-bit uniform with a probability in ``[e^-1, 1]``: an acceptance
 ``exp(-x)`` is split into ``floor(x)`` Bernoulli(1/e) trials and one Bernoulli(exp(-frac(x)))
@@ -30,7 +30,7 @@ most ``2a``, an RDP bound of order ``alpha`` by at most ``(2 alpha - 1) a / (alp
 sampler, use opendp (docs/dp-lora-notes.md section 5).
 
 Security: the rejection loops run over whole vectors, so the running time depends on the noise
-only through batch-level retry counts; still, sample outside any timed path (threats.md DP-03).
+only through batch-level retry counts; still, sample outside any timed path (docs/threats.md DP-03).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""protobuf <-> core messages, in one place (architecture.md), with every size checked.
+"""protobuf <-> core messages, in one place (docs/architecture.md), with every size checked.
 
 Decoding never trusts a length: keys are 32 bytes, signatures 64, digests 32, share values
 66, ciphertexts exactly the AEAD size, id lists bounded by ``n``, packed vectors exactly
 ``ceil(d * b / 8)`` bytes, commitments, claims (48 bytes) and proofs (only in a round with a
-norm bound, protocol.md §7, SPEC.md D12) below their fixed maxima. A violation raises
+norm bound, docs/protocol.md §7, SPEC.md D12) below their fixed maxima. A violation raises
 :class:`WireError` (a ``secagg.InvalidMessage``), which the service maps to
 ``INVALID_ARGUMENT``.
 """

@@ -1,4 +1,4 @@
-"""Secure aggregation core (protocol.md): pure, sans-I/O, no torch or grpc.
+"""Secure aggregation core (docs/protocol.md): pure, sans-I/O, no torch or grpc.
 
 Apps call :func:`simulate` for an in-memory round, or drive :class:`SecAggClient` and
 :class:`SecAggServer` over their own transport.

@@ -1,4 +1,4 @@
-"""Primitives of protocol.md §3: labels, HKDF, X25519, AEAD, Ed25519, commitments.
+"""Primitives of docs/protocol.md §3: labels, HKDF, X25519, AEAD, Ed25519, commitments.
 
 Everything here is a thin, checked wrapper over ``cryptography``. Checks raise typed errors
 (:mod:`secagg._errors`); secrets are compared with :func:`hmac.compare_digest`.
@@ -51,7 +51,7 @@ __all__ = [
     "x25519_public_from_private",
 ]
 
-# protocol.md §3: labels are distinct ASCII strings beginning "secagg/v1/".
+# docs/protocol.md §3: labels are distinct ASCII strings beginning "secagg/v1/".
 LABEL_CONFIG = b"secagg/v1/config"
 LABEL_GRAPH = b"secagg/v1/graph"
 LABEL_ADVERTISE = b"secagg/v1/advertise"
@@ -70,7 +70,7 @@ _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 
 # X25519 public keys of small order, and non-canonical encodings (RFC 7748 §6.1, libsodium's
-# blocklist). Any of them forces a predictable shared secret (threats.md SA-04).
+# blocklist). Any of them forces a predictable shared secret (docs/threats.md SA-04).
 _P25519 = 2**255 - 19
 _LOW_ORDER = frozenset(
     v.to_bytes(32, "little")
@@ -102,7 +102,8 @@ def ct_equal(a: bytes, b: bytes) -> bool:
 def kdf_info(
     label: bytes, session_id: bytes, round_: int, u: int, v: int, pk_u: bytes, pk_v: bytes
 ) -> bytes:
-    """HKDF info of protocol.md §3, extended with both public keys ordered by id (SPEC.md D1)."""
+    """HKDF info of docs/protocol.md §3, extended with both public keys ordered by id
+    (SPEC.md D1)."""
     (lo, pk_lo), (hi, pk_hi) = sorted(((u, pk_u), (v, pk_v)))
     return label + session_id + _U64.pack(round_) + _U32.pack(lo) + _U32.pack(hi) + pk_lo + pk_hi
 
@@ -128,7 +129,7 @@ def x25519_public_from_private(sk: bytes) -> bytes:
 
 
 def check_x25519_public(pk: bytes) -> None:
-    """Reject malformed, non-canonical and low-order X25519 public keys (threats.md SA-04)."""
+    """Reject malformed, non-canonical and low-order X25519 public keys (docs/threats.md SA-04)."""
     if len(pk) != 32:
         raise KeyAgreementError("X25519 public key must be 32 bytes")
     if pk[31] & 0x80:
@@ -177,7 +178,7 @@ def ed25519_public(sk: Ed25519PrivateKey) -> bytes:
 def ed25519_sign(
     sk: Ed25519PrivateKey, label: bytes, config_digest: bytes, payload: bytes
 ) -> bytes:
-    """Ed25519 over ``label || config_digest || SHA-256(payload)`` (protocol.md §3)."""
+    """Ed25519 over ``label || config_digest || SHA-256(payload)`` (docs/protocol.md §3)."""
     return sk.sign(label + config_digest + sha256(payload))
 
 
@@ -194,5 +195,6 @@ def ed25519_verify(
 
 
 def b_commitment(session_id: bytes, u: int, b_u: bytes) -> bytes:
-    """``H("secagg/v1/b" || session_id || u || b_u)``: binds the self-mask seed (protocol.md §3)."""
+    """``H("secagg/v1/b" || session_id || u || b_u)``: binds the self-mask seed
+    (docs/protocol.md §3)."""
     return sha256(LABEL_B_COMMIT, session_id, _U32.pack(u), b_u)

@@ -1,4 +1,4 @@
-"""Key and digest derivations shared by the client and the server (protocol.md §3-§4)."""
+"""Key and digest derivations shared by the client and the server (docs/protocol.md §3-§4)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def u32(value: int) -> bytes:
 def pair_mask_key(
     shared: bytes, session_id: bytes, round_: int, u: int, v: int, s_pk_u: bytes, s_pk_v: bytes
 ) -> bytes:
-    """AES-128 key of the pairwise mask ``PRG(s_uv)`` (protocol.md §4.3)."""
+    """AES-128 key of the pairwise mask ``PRG(s_uv)`` (docs/protocol.md §4.3)."""
     return hkdf(shared, kdf_info(LABEL_PAIR_MASK, session_id, round_, u, v, s_pk_u, s_pk_v), 16)
 
 
@@ -41,12 +41,13 @@ def self_mask_key(b_u: bytes, session_id: bytes, round_: int, u: int) -> bytes:
 def channel_key(
     shared: bytes, session_id: bytes, round_: int, u: int, v: int, c_pk_u: bytes, c_pk_v: bytes
 ) -> bytes:
-    """ChaCha20-Poly1305 key for the shares ``u`` sends ``v`` (protocol.md §4.2)."""
+    """ChaCha20-Poly1305 key for the shares ``u`` sends ``v`` (docs/protocol.md §4.2)."""
     return hkdf(shared, kdf_info(LABEL_SHARE_KEY, session_id, round_, u, v, c_pk_u, c_pk_v), 32)
 
 
 def share_ad(config_digest: bytes, sender: int, receiver: int) -> bytes:
-    """AEAD associated data: ``label || config_digest || sender || receiver`` (protocol.md §3)."""
+    """AEAD associated data: ``label || config_digest || sender || receiver``
+    (docs/protocol.md §3)."""
     return LABEL_SHARE_AD + config_digest + _U32.pack(sender) + _U32.pack(receiver)
 
 

@@ -35,7 +35,7 @@ class EncodingError(SecAggError, ValueError):
 
 class NormBoundExceeded(EncodingError):
     """This client's encoded vector is above the round's norm bound: it cannot prove otherwise,
-    so it does not take part in the round (protocol.md §7)."""
+    so it does not take part in the round (docs/protocol.md §7)."""
 
 
 class ProtocolAbort(SecAggError):
@@ -52,7 +52,8 @@ class ProtocolAbort(SecAggError):
 
 
 class PolicyViolation(ProtocolAbort):
-    """The server's round parameters fall below the client's local policy floor (protocol.md §2)."""
+    """The server's round parameters fall below the client's local policy floor
+    (docs/protocol.md §2)."""
 
 
 class UnexpectedMessage(ProtocolAbort):
@@ -84,7 +85,7 @@ class InsufficientSurvivors(ProtocolAbort):
 
 
 class InvalidContribution(InvalidMessage):
-    """A masked input's commitment or norm proof is malformed or does not verify (protocol.md
+    """A masked input's commitment or norm proof is malformed or does not verify (docs/protocol.md
     §7): the sender is excluded before anything is unmasked."""
 
 

@@ -1,4 +1,4 @@
-"""The client side of protocol.md §4 as a sans-I/O state machine.
+"""The client side of docs/protocol.md §4 as a sans-I/O state machine.
 
 Rules (each check raises a :class:`~secagg.ProtocolAbort` subclass and moves the client to the
 terminal ``aborted`` state, after which it answers nothing):
@@ -10,8 +10,8 @@ terminal ``aborted`` state, after which it answers nothing):
   server; this client's own entry must be exactly what it sent.
 * §4.2: shares go only to neighbours, encrypted and authenticated with ``config_digest``.
 * §4.3: each owner's ciphertext must decrypt, name the right parties, and match the digests the
-  owner signed. A key set masks exactly one input (threats.md SA-19): the stage cannot be
-  replayed. In a verified round (``config.norm_bound``, protocol.md §7) the client also sends
+  owner signed. A key set masks exactly one input (docs/threats.md SA-19): the stage cannot be
+  replayed. In a verified round (``config.norm_bound``, docs/protocol.md §7) the client also sends
   row commitments to its vector; an input above the bound is refused when it is set
   (:class:`~secagg.NormBoundExceeded`).
 * CHECK (verified rounds only, SPEC.md D12): once every upload is in, the server reveals a
@@ -20,7 +20,7 @@ terminal ``aborted`` state, after which it answers nothing):
 * §4.4: the survivor set U3 must contain this client, only neighbours it holds shares from,
   and at least ``t`` of them; at least ``t`` neighbours must sign the same set.
 * §4.5: for each neighbour, the share of ``b`` if it survived, of ``s_sk`` if it dropped after
-  sharing, never both, never for anyone outside U2 (threats.md SA-01).
+  sharing, never both, never for anyone outside U2 (docs/threats.md SA-01).
 
 The transition table::
 
@@ -268,7 +268,7 @@ class SecAggClient:
             if e.sender in keys:
                 raise InvalidMessage(f"client {e.sender} listed twice", culprit=0)
             if e.sender not in self._registry:
-                raise InvalidMessage(f"unregistered client {e.sender} (threats.md SA-05)")
+                raise InvalidMessage(f"unregistered client {e.sender} (docs/threats.md SA-05)")
             keys[e.sender] = e
         mine = keys.get(self.id)
         assert self._advert is not None
@@ -408,7 +408,7 @@ class SecAggClient:
             pairs.append((v, key, 1 if self.id < v else -1))
         commitment = b""
         if cfg.verified:
-            # protocol.md §7: commit now; the proof waits for the CHECK stage's seed (D12).
+            # docs/protocol.md §7: commit now; the proof waits for the CHECK stage's seed (D12).
             try:
                 commitment, self._opening = commit_input(cfg, self._input, self.rng)
             except EncodingError as exc:  # set_input checked the bound; be sure anyway
@@ -489,7 +489,7 @@ class SecAggClient:
         # Bonawitz et al.: t neighbours must have signed the same view.
         if len(signers) < cfg.t:
             raise InconsistentView(
-                f"only {len(signers)} consistent signatures, {cfg.t} needed (threats.md SA-02)"
+                f"only {len(signers)} consistent signatures, {cfg.t} needed (docs/threats.md SA-02)"
             )
         b_out: list[tuple[int, bytes]] = []
         s_out: list[tuple[int, bytes]] = []

@@ -1,7 +1,7 @@
-"""Round parameters (protocol.md §2), their digest, and the client's policy floor.
+"""Round parameters (docs/protocol.md §2), their digest, and the client's policy floor.
 
 ``config_digest`` is bound into every signature and AEAD associated-data string, so clients
-holding different views of the round (threats.md SA-06) can never be combined.
+holding different views of the round (docs/threats.md SA-06) can never be combined.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ MAX_CLIENTS = 2**32 - 1
 
 
 class Stage(enum.Enum):
-    """The stages of protocol.md §4, in order. ``CHECK`` (SPEC.md D12) only runs in a round
+    """The stages of docs/protocol.md §4, in order. ``CHECK`` (SPEC.md D12) only runs in a round
     with contribution verification (``RoundConfig.norm_bound``); others skip it."""
 
     ADVERTISE_KEYS = 0
@@ -37,15 +37,15 @@ class Stage(enum.Enum):
 
 @dataclass(frozen=True)
 class RoundConfig:
-    """Everything both sides must agree on for one round (protocol.md §2).
+    """Everything both sides must agree on for one round (docs/protocol.md §2).
 
     ``k`` is the number of neighbours each client shares with (SecAgg+); ``None`` or ``n - 1``
     means the complete graph (plain SecAgg). ``bits`` is the ring size ``b``; when ``None`` it is
-    chosen from ``n`` and ``level_bits`` so that the sum cannot wrap (protocol.md §5).
+    chosen from ``n`` and ``level_bits`` so that the sum cannot wrap (docs/protocol.md §5).
     ``session_id`` is 16 fresh random bytes per round; the server (or :func:`secagg.simulate`)
     fills it in with :meth:`with_session`.
 
-    ``norm_bound`` turns on contribution verification (protocol.md §7, SPEC.md D11, D12):
+    ``norm_bound`` turns on contribution verification (docs/protocol.md §7, SPEC.md D11, D12):
     every client commits to the centred lift of its encoded vector and proves in zero knowledge
     that its squared L2 norm is at most ``norm_bound`` (``0 <= norm_bound < 2^64``) and that
     its masked upload is that vector, masked (the CHECK stage). ``None`` (the default) turns it
@@ -157,24 +157,24 @@ class RoundConfig:
 
     @cached_property
     def digest(self) -> bytes:
-        """``config_digest`` of protocol.md §2."""
+        """``config_digest`` of docs/protocol.md §2."""
         return sha256(LABEL_CONFIG, self.canonical())
 
 
 @dataclass(frozen=True, slots=True)
 class ClientPolicy:
-    """The client's own floor (protocol.md §2): it never trusts the server's t, k, n.
+    """The client's own floor (docs/protocol.md §2): it never trusts the server's t, k, n.
 
     ``t`` must exceed ``(k + c) / 2`` where ``c`` is the number of corrupt neighbours tolerated:
     ``max_corrupt`` if given, else the largest count below ``max_corrupt_fraction * k``. With the
     default (fewer than k/3 corrupt) this refuses every ``t <= k/2`` and accepts every
-    ``t >= floor(2k/3) + 1`` (threats.md SA-03).
+    ``t >= floor(2k/3) + 1`` (docs/threats.md SA-03).
 
     ``verify_all_keys`` checks the signature of every advertised key, not only the neighbours'
     (O(n) instead of O(k) verifications): without it a malicious server can invent keys for
     non-neighbours to steer whom this client shares with (SPEC.md D6).
 
-    ``require_norm_bound`` refuses rounds without contribution verification (protocol.md §7):
+    ``require_norm_bound`` refuses rounds without contribution verification (docs/protocol.md §7):
     a client that wants every other contribution norm-bounded and checked against the sum.
     """
 
@@ -207,7 +207,7 @@ class ClientPolicy:
         if 2 * config.t <= deg + c or config.t <= c:
             raise PolicyViolation(
                 f"threshold t={config.t} too low for k={deg} with {c} corrupt neighbours: "
-                f"need t >= {self.min_threshold(deg)} (threats.md SA-03)"
+                f"need t >= {self.min_threshold(deg)} (docs/threats.md SA-03)"
             )
         if config.n < self.min_cohort:
             raise PolicyViolation(f"cohort n={config.n} below the minimum {self.min_cohort}")
@@ -216,7 +216,7 @@ class ClientPolicy:
         if config.d > self.max_d:
             raise PolicyViolation(f"vector length d={config.d} above the maximum {self.max_d}")
         enc = config.encoding
-        if config.n * enc.max_abs >= 2 ** (enc.bits - 1):  # protocol.md §2: no wrap-around
+        if config.n * enc.max_abs >= 2 ** (enc.bits - 1):  # docs/protocol.md §2: no wrap-around
             raise PolicyViolation("ring too small: the sum could wrap around")
         if self.expected_model_digest is not None and self.expected_model_digest != (
             config.model_digest

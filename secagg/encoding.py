@@ -1,8 +1,8 @@
-"""Ring encoding of protocol.md §5: clip, scale, unbiased randomized rounding into Z_2^b,
+"""Ring encoding of docs/protocol.md §5: clip, scale, unbiased randomized rounding into Z_2^b,
 bit-packing (``b`` bits per element on the wire) and signed decoding of the sum.
 
 The ring is chosen so that the sum of ``n`` encoded vectors cannot wrap around: every encoded
-value lies in ``[-m, m]`` with ``m = ceil(clip * scale)`` and ``n * m < 2^(b-1)`` (threats.md
+value lies in ``[-m, m]`` with ``m = ceil(clip * scale)`` and ``n * m < 2^(b-1)`` (docs/threats.md
 SA-12). Decoding the sum of the included clients is then exact up to the rounding error, which
 is below ``1 / scale`` per client and coordinate.
 """
@@ -53,7 +53,7 @@ class RingEncoding:
         if self.n * self.max_abs >= 2 ** (self.bits - 1):
             raise ConfigError(
                 f"the sum of {self.n} inputs of magnitude {self.max_abs} can wrap around a "
-                f"{self.bits}-bit ring (threats.md SA-12)"
+                f"{self.bits}-bit ring (docs/threats.md SA-12)"
             )
 
     @property
@@ -106,7 +106,7 @@ class RingEncoding:
             raise EncodingError(f"input dtype {arr.dtype} is not numeric")
         v = arr.astype(np.float64)
         if not np.all(np.isfinite(v)):
-            raise EncodingError("input contains NaN or infinity (threats.md IV-02)")
+            raise EncodingError("input contains NaN or infinity (docs/threats.md IV-02)")
         np.clip(v, -self.clip, self.clip, out=v)
         v *= self.scale
         low = np.floor(v)

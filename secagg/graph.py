@@ -1,9 +1,9 @@
-"""The SecAgg+ neighbour graph of protocol.md §4.1, derived by every party from public data.
+"""The SecAgg+ neighbour graph of docs/protocol.md §4.1, derived by every party from public data.
 
 The seed is ``SHA-256("secagg/v1/graph" || config_digest || sorted (id, c_pk, s_pk) of U1)``; it
 drives a Fisher-Yates shuffle of U1, the shuffled ids are placed on a ring and each is joined to
 the ``k/2`` nearest on each side. ``k >= |U1| - 1`` gives the complete graph (plain SecAgg). The
-server cannot choose anyone's neighbours (threats.md SA-16): a client recomputes the graph and
+server cannot choose anyone's neighbours (docs/threats.md SA-16): a client recomputes the graph and
 checks the server's lists against it.
 """
 

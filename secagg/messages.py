@@ -1,4 +1,5 @@
-"""Protocol messages (protocol.md §4): frozen, slotted dataclasses, one per stage and direction.
+"""Protocol messages (docs/protocol.md §4): frozen, slotted dataclasses, one per stage and
+direction.
 
 Client -> server: :class:`AdvertiseKeys`, :class:`ShareKeys`, :class:`MaskedInput`,
 :class:`CheckResponse` (verified rounds, SPEC.md D12), :class:`ConsistencySignature`,
@@ -83,7 +84,7 @@ class ShareKeys:
 class MaskedInput:
     """§4.3: the masked ring vector ``masked`` (uint32, each < 2^b) before bit-packing.
 
-    In a verified round (``RoundConfig.norm_bound``, protocol.md §7, SPEC.md D12)
+    In a verified round (``RoundConfig.norm_bound``, docs/protocol.md §7, SPEC.md D12)
     ``commitment`` carries the sender's row commitments to its (unmasked) vector; it is empty
     otherwise. The signature covers both.
     """

@@ -49,6 +49,7 @@ import math
 from dataclasses import dataclass
 
 from secagg._errors import ConfigError
+from secagg.config import ClientPolicy
 
 __all__ = [
     "ParameterChoice",
@@ -56,6 +57,8 @@ __all__ = [
     "choose_parameters",
     "evaluate",
     "hypergeometric_sf",
+    "parameters_for_policy",
+    "policy_corrupt_count",
 ]
 
 _LN2 = math.log(2.0)
@@ -78,6 +81,9 @@ class ParameterChoice:
     c: int
     corrupt: int
     complete_graph: bool
+    # False when no (k, t) met the failure target and the choice is the most dropout-tolerant
+    # one that still keeps privacy (parameters_for_policy on a small cohort).
+    meets_targets: bool = True
 
 
 def _log_choose(a: int, b: int) -> float:
@@ -256,3 +262,83 @@ def choose_parameters(
     k = n - 1
     t, failure, privacy = complete
     return ParameterChoice(k, t, failure, privacy, 2 * t - k - 1, corrupt, True)
+
+
+def policy_corrupt_count(n: int, policy: ClientPolicy) -> int:
+    """How many of ``n`` members may be corrupt under ``policy``'s assumption: fewer than
+    ``max_corrupt_fraction * n`` (``max_corrupt`` when the policy fixes a count)."""
+    if policy.max_corrupt is not None:
+        return min(n, policy.max_corrupt)
+    return max(0, math.ceil(policy.max_corrupt_fraction * n) - 1)
+
+
+def parameters_for_policy(
+    n: int,
+    dropout_rate: float,
+    policy: ClientPolicy | None = None,
+    *,
+    k: int | None = None,
+    sigma: float = 40,
+    eta: float = 30,
+) -> ParameterChoice:
+    """The ``(k, t)`` an aggregator picks by itself for clients that hold ``policy`` (the
+    default :class:`~secagg.ClientPolicy` if None): every choice passes ``policy.check``.
+
+    One corruption assumption serves both sides: the cohort holds
+    :func:`policy_corrupt_count` corrupt members (what the model of this module bounds), and
+    ``t`` is never below ``policy.min_threshold(k)`` (what each client checks). Among the
+    ``(k, t)`` that meet both targets, the smallest ring degree wins as in
+    :func:`choose_parameters` (``k`` fixed if given). A cohort too small for the failure
+    target (a handful of members) gets the complete graph with the smallest ``t`` that keeps
+    the privacy target, and ``meets_targets=False``: privacy is never traded, only liveness.
+    Raises :class:`~secagg.ConfigError` when ``n`` is below the policy's cohort floor or no
+    ``t`` keeps privacy."""
+    policy = policy if policy is not None else ClientPolicy()
+    _check_inputs(n, dropout_rate, 0.0)
+    if not (sigma > 0 and eta > 0 and math.isfinite(sigma) and math.isfinite(eta)):
+        raise ConfigError("sigma and eta must be positive and finite")
+    if n < max(3, policy.min_cohort):
+        raise ConfigError(
+            f"a consortium of {n} members is below the smallest cohort clients accept "
+            f"({max(3, policy.min_cohort)})"
+        )
+    corrupt = policy_corrupt_count(n, policy)
+
+    def allowed(
+        rows: list[tuple[int, float, float]], degree: int
+    ) -> list[tuple[int, float, float]]:
+        floor = policy.min_threshold(degree)
+        return [r for r in rows if r[0] >= floor]
+
+    def choice(deg: int, row: tuple[int, float, float], *, meets: bool) -> ParameterChoice:
+        t, failure, privacy = row
+        return ParameterChoice(
+            deg, t, failure, privacy, policy.corrupt_bound(deg), corrupt, deg == n - 1, meets
+        )
+
+    if k is not None and k < n - 1:
+        if k < max(2, policy.min_degree) or k % 2:
+            raise ConfigError(
+                f"a ring degree must be even and at least {max(2, policy.min_degree)}"
+            )
+        rows = allowed(_ring_bounds(n, k, dropout_rate, corrupt), k)
+        found = _best(rows, sigma, eta)
+        if found is None:
+            raise ConfigError(
+                f"no threshold meets 2^-{eta} failure and 2^-{sigma} privacy failure for n={n}, "
+                f"k={k} under the clients' policy; use a larger k or the complete graph"
+            )
+        return choice(k, found, meets=True)
+    complete_rows = allowed(_complete_bounds(n, dropout_rate, corrupt), n - 1)
+    if k is None:
+        for deg in range(max(2, policy.min_degree + policy.min_degree % 2), n - 1, 2):
+            found = _best(allowed(_ring_bounds(n, deg, dropout_rate, corrupt), deg), sigma, eta)
+            if found is not None:
+                return choice(deg, found, meets=True)
+    found = _best(complete_rows, sigma, eta)
+    if found is not None:
+        return choice(n - 1, found, meets=True)
+    private = [r for r in complete_rows if _margin(r[2], sigma) >= 0]
+    if not private:
+        raise ConfigError(f"no threshold keeps privacy for n={n} with {corrupt} corrupt members")
+    return choice(n - 1, private[0], meets=False)  # the smallest such t: most dropouts survived

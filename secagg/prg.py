@@ -1,4 +1,4 @@
-"""Seekable mask PRG: AES-128-CTR keystream read as little-endian uint32 (protocol.md §3).
+"""Seekable mask PRG: AES-128-CTR keystream read as little-endian uint32 (docs/protocol.md §3).
 
 Element ``i`` of the stream for ``key`` is the uint32 at byte ``4i`` of the AES-128-CTR
 keystream with a zero initial counter block; a mask in Z_2^b takes its low ``b`` bits. Because

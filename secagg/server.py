@@ -1,4 +1,4 @@
-"""The server side of protocol.md §4 as a sans-I/O state machine.
+"""The server side of docs/protocol.md §4 as a sans-I/O state machine.
 
 The server relays and sums; it is not trusted for privacy, so its checks protect the round's
 correctness and availability: a malformed or unauthenticated client message is refused with a
@@ -7,7 +7,7 @@ typed error, the sender is excluded from the round (treated as a dropout, reason
 the spec says the round cannot complete: too few parties for the threshold, or a secret whose
 reconstruction contradicts its commitment.
 
-Contribution verification (protocol.md §7, SPEC.md D11, D12), when ``config.norm_bound`` is
+Contribution verification (docs/protocol.md §7, SPEC.md D11, D12), when ``config.norm_bound`` is
 set: every masked input carries row commitments to its vector. Once the MaskedInput stage
 closes the server reveals a seed it drew at the start (the CHECK stage): each client answers
 with commitments to the projections of its masks and a proof that its upload is its committed,
@@ -293,7 +293,7 @@ class SecAggServer:
             m.signed_payload(),
             who=m.sender,
         )
-        if cfg.verified:  # protocol.md §7, SPEC.md D12: the commitment, and R y for the check
+        if cfg.verified:  # docs/protocol.md §7, SPEC.md D12: the commitment, and R y for the check
             assert self._proj is not None
             self._commitments[m.sender] = parse_commitment(cfg, m.commitment)
             self._y_proj[m.sender] = self._proj.apply(y)[0]
@@ -398,7 +398,7 @@ class SecAggServer:
         if len(set(b_owners)) != len(b_owners) or len(set(s_owners)) != len(s_owners):
             raise InvalidMessage("two shares for the same owner")
         if set(b_owners) & set(s_owners):
-            raise InvalidMessage("both share types for one owner (threats.md SA-01)")
+            raise InvalidMessage("both share types for one owner (docs/threats.md SA-01)")
         if not set(b_owners) <= (self.u3 & nbrs):
             raise InvalidMessage("b-shares must be for surviving neighbours only")
         if not set(s_owners) <= ((self.u2 - self.u3) & nbrs):
@@ -627,7 +627,7 @@ class SecAggServer:
                     raise InsufficientSurvivors(
                         f"{len(shares_of[u])} shares of client {u}'s {what}, t={cfg.t}"
                     )
-        # Survivors: remove PRG(b_u) (protocol.md §4.5), after checking the commitment.
+        # Survivors: remove PRG(b_u) (docs/protocol.md §4.5), after checking the commitment.
         secrets_b = reconstruct_many(b_shares, cfg.t)
         self_keys: dict[int, bytes] = {}
         for u in sorted(self.u3):

@@ -1,4 +1,4 @@
-"""Shamir secret sharing over GF(2^521 - 1) (protocol.md §3).
+"""Shamir secret sharing over GF(2^521 - 1) (docs/protocol.md §3).
 
 The field is larger than 2^256, so a 32-byte secret embeds without reduction. A share is
 ``(x, y)`` with ``x`` the holder's non-zero client id. Reconstruction is Lagrange interpolation
@@ -95,7 +95,7 @@ def reconstruct(shares: Mapping[int, int] | Iterable[tuple[int, int]], t: int) -
 
     Raises :class:`InvalidShare` if fewer than ``t`` shares are given, or any share is malformed.
     With more than ``t`` shares the rest are not used; callers that need robustness verify the
-    result against a commitment (protocol.md §4.5).
+    result against a commitment (docs/protocol.md §4.5).
     """
     items = sorted(shares.items() if isinstance(shares, Mapping) else shares)
     if len({x for x, _ in items}) != len(items):

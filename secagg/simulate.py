@@ -44,7 +44,7 @@ class SimulationResult:
     under ``Stage.CHECK`` who passed the contribution check); ``rejected`` the clients the
     server excluded and why, ``cheaters`` those among them excluded or named for a provably
     false contribution (SPEC.md D12); ``refused`` the clients that did not take part because
-    their input is above the round's norm bound (protocol.md §7).
+    their input is above the round's norm bound (docs/protocol.md §7).
     """
 
     aggregate: npt.NDArray[np.float64] = field(compare=False)
@@ -137,7 +137,7 @@ def simulate(
         make = client_factory if client_factory is not None else SecAggClient
         try:
             clients[u] = make(config, u, identities[u], registry, ring, policy=policy, rng=rngs[u])
-        except NormBoundExceeded as exc:  # protocol.md §7: it cannot prove; it stays out
+        except NormBoundExceeded as exc:  # docs/protocol.md §7: it cannot prove; it stays out
             refused[u] = str(exc)
             drop_from[u] = Stage.ADVERTISE_KEYS.value
     server = SecAggServer(

@@ -1,4 +1,4 @@
-"""Contribution verification inside a round (protocol.md §7, SPEC.md D11 and D12): the glue
+"""Contribution verification inside a round (docs/protocol.md §7, SPEC.md D11 and D12): the glue
 between the proofs of :mod:`secagg.verify` and the masked upload.
 
 When a round's config has a ``norm_bound``:

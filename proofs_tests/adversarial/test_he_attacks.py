@@ -209,7 +209,7 @@ def test_he03_aggregator_cannot_substitute_its_own_public_key(tmp_path: Path) ->
     cons = init_consortium(2, tmp_path / "c")
     issue_keyholder_cert(cons)
     key_pem, cert_pem = keyholder_material(cons)
-    ca = (cons / "ca.pem").read_bytes()
+    ca = (cons / "admin" / "ca.pem").read_bytes()
     cfg, _, keys = _round()
     sig = sign_context(key_pem, keys.digest)
     verify_context(ca, cert_pem, keys.digest, sig)  # the genuine one
@@ -223,8 +223,8 @@ def test_he03_aggregator_cannot_substitute_its_own_public_key(tmp_path: Path) ->
         verify_context(
             ca, cert_pem, context_digest(next_round, keys.public_context, keys.tag_key), sig
         )
-    agg_key = (cons / "aggregator.key").read_bytes()
-    agg_cert = (cons / "aggregator.pem").read_bytes()
+    agg_key = (cons / "aggregator" / "aggregator.key").read_bytes()
+    agg_cert = (cons / "aggregator" / "aggregator.pem").read_bytes()
     with pytest.raises(UntrustedContext, match="does not name the key holder"):
         verify_context(ca, agg_cert, keys.digest, sign_context(agg_key, keys.digest))
     other = init_consortium(2, tmp_path / "other")

@@ -464,15 +464,15 @@ class Cluster:
         ``consortium`` (default: ours), or no client certificate if ``member`` is None; the
         server is checked against ``ca`` (default: our CA)."""
         cons = consortium or self.consortium
-        root = ca if ca is not None else (self.consortium / "ca.pem").read_bytes()
+        root = ca if ca is not None else (self.consortium / "admin" / "ca.pem").read_bytes()
         if member is None:
             creds = grpc.ssl_channel_credentials(root_certificates=root)
         else:
-            m = cons / "members"
+            m = cons / "members" / f"member-{member}"
             creds = grpc.ssl_channel_credentials(
                 root_certificates=root,
-                private_key=(m / f"member-{member}.key").read_bytes(),
-                certificate_chain=(m / f"member-{member}.pem").read_bytes(),
+                private_key=(m / "member.key").read_bytes(),
+                certificate_chain=(m / "member.pem").read_bytes(),
             )
         ch = grpc.secure_channel(
             self.address, creds, options=[("grpc.max_send_message_length", max_send)]

@@ -1,4 +1,4 @@
-"""Homomorphic-encryption variant of secure aggregation (protocol.md §6), on TenSEAL.
+"""Homomorphic-encryption variant of secure aggregation (docs/protocol.md §6), on TenSEAL.
 
 Three roles, three kinds of key material:
 

@@ -20,23 +20,23 @@ class HeError(SecAggError):
 
 
 class WeakParameters(HeError, ConfigError):
-    """Encryption parameters outside the allow-list of 128-bit parameter sets (threats.md HE-04),
-    whether asked for by name, built by hand, or found inside a serialized context."""
+    """Encryption parameters outside the allow-list of 128-bit parameter sets (docs/threats.md
+    HE-04), whether asked for by name, built by hand, or found inside a serialized context."""
 
 
 class InvalidCiphertext(HeError):
     """Ciphertext or context bytes that are the wrong size, do not parse, or carry the wrong
-    metadata (parameters, level, scale, slot count, keys): threats.md HE-05 and HE-06."""
+    metadata (parameters, level, scale, slot count, keys): docs/threats.md HE-05 and HE-06."""
 
 
 class DeserializerCrashed(InvalidCiphertext):
     """The native library died while parsing this input (a signal or an exit in the worker
-    process). The input is rejected and the worker pool restarted (threats.md HE-05)."""
+    process). The input is rejected and the worker pool restarted (docs/threats.md HE-05)."""
 
 
 class DecryptionRefused(HeError):
     """The key holder will not decrypt: not a round it issued keys for, already decrypted, or
-    not a sum of at least ``min_cohort`` contributions (threats.md HE-02, HE-03)."""
+    not a sum of at least ``min_cohort`` contributions (docs/threats.md HE-02, HE-03)."""
 
 
 class InvalidUpload(InvalidCiphertext):

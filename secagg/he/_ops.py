@@ -1,6 +1,6 @@
 """TenSEAL glue shared by every role and by the sandbox's worker processes: contexts built only
 from the allow-list, a context's parameters read back and checked, and ciphertexts parsed with
-every metadata check. Nothing here trusts a byte it is given (threats.md HE-04..HE-06).
+every metadata check. Nothing here trusts a byte it is given (docs/threats.md HE-04..HE-06).
 
 ``_sealapi_cpp`` ships inside the TenSEAL wheel; importing it registers SEAL's ``Modulus`` type
 with pybind11, without which a context's coefficient moduli cannot be read back in Python.
@@ -116,7 +116,7 @@ def params_of(ctx: Any) -> HeParams:
 
 def load_context(data: bytes, params: HeParams, kind: ContextKind) -> Any:
     """Parse a serialized context, then refuse it unless it uses exactly ``params`` and carries
-    exactly the keys ``kind`` allows (threats.md HE-01, HE-04)."""
+    exactly the keys ``kind`` allows (docs/threats.md HE-01, HE-04)."""
     # Only the upper bound before parsing (memory); the lower one after the parameters are
     # known to be right, so that a context of other parameters is reported as such.
     if kind is ContextKind.PARAMETERS:

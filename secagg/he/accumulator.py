@@ -1,7 +1,7 @@
 """The aggregator of an HE round: add each upload as it arrives into one running sum per chunk.
 
 Security: it holds a parameters-only context (no public, secret, Galois or relinearisation key),
-so it can parse and add ciphertexts and do nothing else: it cannot decrypt (threats.md HE-01),
+so it can parse and add ciphertexts and do nothing else: it cannot decrypt (docs/threats.md HE-01),
 and it cannot open the clients' sealed tags, so it cannot make the key holder accept a sum that
 holds an honest upload other than once. It checks each upload's signature against the registry.
 Memory is bounded by the running sums (one ciphertext per chunk) plus the upload being added.

@@ -1,6 +1,6 @@
 """Round parameters of the homomorphic variant and how an update is packed into slots.
 
-Encoding (protocol.md §5, reused): a client clips, scales and randomly rounds its vector with
+Encoding (docs/protocol.md §5, reused): a client clips, scales and randomly rounds its vector with
 :class:`secagg.RingEncoding`, giving integers in ``[-m, m]`` with ``n * m < 2^(w-1)`` for the
 field width ``w``: the sum of ``n`` encoded vectors fits in ``w`` bits, signed.
 
@@ -110,7 +110,7 @@ class HeRoundConfig:
     allow-listed parameter set (:mod:`secagg.he.params`), which fixes the scheme. ``bits`` and
     ``level_bits`` choose the ring encoding as in pairwise masking. ``flood`` (CKKS only) is the
     magnitude, in grid units, of the uniform integer noise the key holder adds to every released
-    coordinate (threats.md HE-02); ``None`` means ``n``, which at most doubles the worst-case
+    coordinate (docs/threats.md HE-02); ``None`` means ``n``, which at most doubles the worst-case
     rounding error.
     """
 

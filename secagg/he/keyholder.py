@@ -16,9 +16,9 @@ Rules (the only path to a ``decrypt()`` call in the code base; a test checks tha
    tags (BFV: after subtracting every claimed pad modulo ``t``, the check slots are zero).
    Then the count field must lie in ``[min_cohort, n]`` and equal the number of claimed
    contributors, every coordinate must be reachable by that many inputs, padding must be zero
-   (threats.md HE-03; threat_models/he.md). Its own ``min_cohort`` is a policy floor,
+   (docs/threats.md HE-03; threat_models/he.md). Its own ``min_cohort`` is a policy floor,
    independent of the round's parameters. It never sees an individual ciphertext.
-4. CKKS (threats.md HE-02): the decryption is rounded to the encoding grid (refused if any slot
+4. CKKS (docs/threats.md HE-02): the decryption is rounded to the encoding grid (refused if any slot
    is further than 1/4 from it: noise beyond the parameter set's bound), then every coordinate
    gets uniform integer noise in ``[-flood, flood]`` grid units before release. Raw decryptions
    never leave this object.

@@ -1,4 +1,4 @@
-"""The allow-list of encryption parameters (threats.md HE-04): nothing else is ever built or
+"""The allow-list of encryption parameters (docs/threats.md HE-04): nothing else is ever built or
 accepted, whether asked for by name, constructed by hand, or found inside a serialized context.
 
 Every set meets the HomomorphicEncryption.org standard for 128-bit classical security with a
@@ -127,7 +127,7 @@ def check_standard(p: HeParams) -> None:
     if limit is None:
         raise WeakParameters(
             f"poly_modulus_degree {n} is not one of {sorted(HE_STANDARD_MAX_BITS)} "
-            "(threats.md HE-04)"
+            "(docs/threats.md HE-04)"
         )
     if len(p.coeff_modulus) < 2:
         raise WeakParameters("the coefficient modulus needs a data prime and a special prime")
@@ -138,7 +138,7 @@ def check_standard(p: HeParams) -> None:
     if p.total_bits > limit:
         raise WeakParameters(
             f"a {p.total_bits}-bit coefficient modulus with N={n} is below 128-bit security "
-            f"(at most {limit} bits; threats.md HE-04)"
+            f"(at most {limit} bits; docs/threats.md HE-04)"
         )
     if p.scheme is HeScheme.BFV:
         t = p.plain_modulus
@@ -220,5 +220,6 @@ def find_params(
     )
     raise WeakParameters(
         f"context parameters ({scheme.value}, N={poly_modulus_degree}, {bits}-bit modulus, "
-        f"t={plain_modulus}, scale 2^{scale_bits}) are not allow-listed{why} (threats.md HE-04)"
+        f"t={plain_modulus}, scale 2^{scale_bits}) are not allow-listed{why} "
+        "(docs/threats.md HE-04)"
     )

@@ -1,4 +1,4 @@
-"""Parse untrusted ciphertext and context bytes in worker processes (threats.md HE-05).
+"""Parse untrusted ciphertext and context bytes in worker processes (docs/threats.md HE-05).
 
 SEAL and TenSEAL are C++: a crafted or truncated serialization has crashed them before (TenSEAL
 #174). :class:`SafeDeserializer` runs every parse and addition of untrusted bytes in a pool of
@@ -97,14 +97,14 @@ class SafeDeserializer:
             self._discard_pool()
             raise DeserializerCrashed(
                 "the HE library died parsing this input; it is rejected and the worker "
-                "restarted (threats.md HE-05)"
+                "restarted (docs/threats.md HE-05)"
             ) from None
         except cf.TimeoutError:
             self.crashes += 1
             self._discard_pool()
             raise DeserializerCrashed(
                 f"parsing this input took longer than {self.timeout} s; it is rejected and the "
-                "worker restarted (threats.md HE-05)"
+                "worker restarted (docs/threats.md HE-05)"
             ) from None
         out: list[Any] = []
         for res in results:

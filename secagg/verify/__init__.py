@@ -1,5 +1,5 @@
 """Zero-knowledge L2-norm proofs and upload-consistency proofs for committed client vectors
-(protocol.md §7; ``secagg/SPEC.md`` D11, D12).
+(docs/protocol.md §7; ``secagg/SPEC.md`` D11, D12).
 
 Pure: no I/O, no clocks, no global RNG; randomness comes from a :class:`secagg.RandomSource`.
 See :mod:`secagg.verify.norm` for the construction and ``threat_models/verification.md`` for

@@ -1,4 +1,5 @@
-"""The aggregator's k and t default to `secagg.params.choose_parameters` (issue 8)."""
+"""The aggregator's parameters agree with its members' default policy (issue 15): what it picks
+by itself is accepted, what members would refuse is refused at start-up with their reason."""
 
 from __future__ import annotations
 
@@ -8,34 +9,60 @@ import pytest
 
 from aggregator.cli import main
 from aggregator.consortium import init_consortium
-from secagg.params import choose_parameters
+from aggregator.parameters import client_policy, resolve
+from protos.consortium import load_consortium
+from secagg import ConfigError, RoundConfig
 
 
-def test_without_threshold_a_tiny_consortium_is_refused_in_one_sentence(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def _serve(tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "serve",
+        "--consortium",
+        str(tmp_path / "c"),
+        "--state",
+        str(tmp_path / "s"),
+        "--output",
+        str(tmp_path / "o"),
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--dimension", "10", "--threshold", "1"], "every client would refuse these rounds: "
+         "threshold t=1 too low for k=5 with 1 corrupt neighbours: need t >= 4"),
+        (["--dimension", "1000000000"], "above the maximum"),
+        (["--dimension", "10", "--threshold", "9"], "cannot run with 6 members"),
+        (["--dimension", "10", "--neighbors", "3"], "ring degree must be even"),
+    ],
+)  # fmt: skip
+def test_parameters_members_would_refuse_are_refused_at_start_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], match: str
 ) -> None:
     init_consortium(6, tmp_path / "c")
-    rc = main(
-        [
-            "serve",
-            "--consortium",
-            str(tmp_path / "c"),
-            "--state",
-            str(tmp_path / "s"),
-            "--output",
-            str(tmp_path / "o"),
-            "--dimension",
-            "10",
-        ]
-    )
+    rc = main(_serve(tmp_path, *extra))
     err = capsys.readouterr().err
-    assert rc == 2
-    assert "pass --threshold" in err and "Traceback" not in err
+    assert rc == 2, err
+    assert match in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "s").exists()  # refused before anything is written
 
 
-def test_defaults_pass_the_client_policy_at_scale() -> None:
-    from secagg import ClientPolicy, RoundConfig
+@pytest.mark.parametrize("members", [3, 4, 6, 7, 12])
+def test_automatic_parameters_pass_every_members_default_policy(
+    tmp_path: Path, members: int
+) -> None:
+    init_consortium(members, tmp_path / "c")
+    signed = load_consortium(tmp_path / "c").signed
+    params = resolve(signed, d=10, threshold=None, neighbors=None, expected_dropout=0.1)
+    client_policy(signed).check(RoundConfig(n=members, t=params.t, d=10, k=params.k))
+    assert "parameters for n=" in params.note
 
-    choice = choose_parameters(1000, 0.1, 0.1)
-    k = None if choice.k >= 999 else choice.k
-    ClientPolicy(max_corrupt=choice.c).check(RoundConfig(n=1000, t=choice.t, d=8, k=k))
+
+def test_a_consortium_too_small_for_any_round_is_refused_in_one_sentence(
+    tmp_path: Path,
+) -> None:
+    init_consortium(2, tmp_path / "c")
+    signed = load_consortium(tmp_path / "c").signed
+    with pytest.raises(ConfigError, match="below the smallest cohort clients accept"):
+        resolve(signed, d=10, threshold=None, neighbors=None, expected_dropout=0.1)

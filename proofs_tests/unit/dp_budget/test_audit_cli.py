@@ -216,3 +216,65 @@ def test_keygen_then_module_entry_point(tmp_path: Path, capsys: pytest.CaptureFi
     )
     assert proc.returncode == 0, proc.stderr
     assert "(pinned)" in proc.stdout
+
+
+# -- issue 15: an audit that cannot recompute fails, a private key is refused, weak guarantees ---
+
+
+def test_a_value_that_cannot_be_recomputed_fails_the_audit(
+    ledger_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As when the accounting extra is missing: no PASS next to DOES NOT MATCH, exit 1."""
+    import dp.audit
+
+    def missing(*_: object, **__: object) -> object:
+        raise ModuleNotFoundError("No module named 'dp_accounting'", name="dp_accounting")
+
+    monkeypatch.setattr(dp.audit, "account", missing)
+    code, out = run(capsys, "report", "--ledger", ledger_path)
+    assert code == EXIT_TAMPERED
+    assert "PASS" not in out and "Verification: FAIL" in out
+    assert "pip install 'secagg-dplora[audit]'" in out
+    code, out = run(capsys, "report", "--ledger", ledger_path, "--format", "json")
+    rep = json.loads(out)
+    assert code == EXIT_TAMPERED and rep["ledger"]["verified"] and not rep["ledger"]["pass"]
+    code, _ = run(capsys, "report", "--ledger", ledger_path, "--no-recompute")
+    assert code == EXIT_OK  # asked not to recompute: the chains alone decide
+
+
+def test_a_private_key_is_refused_where_the_public_key_goes(
+    ledger_path: Path, key: Ed25519PrivateKey, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dp.ledger import save_signing_key
+
+    priv = tmp_path / "writer.pem"
+    save_signing_key(key, priv)
+    for cmd in ("verify", "report"):
+        code = main([cmd, "--ledger", str(ledger_path), "--public-key", str(priv)])
+        err = capsys.readouterr().err
+        assert code == EXIT_UNREADABLE and "holds a private key" in err, err
+
+
+def test_weak_guarantees_are_flagged(
+    tmp_path: Path, key: Ed25519PrivateKey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "weak.db"
+    with PrivacyLedger.create(path, key, accountants=("rdp",)) as led:
+        for r in range(3):
+            led.charge(
+                event(sigma=0.5),
+                client_id="carol",
+                run_id="run-1",
+                round_index=r,
+                budget=Budget(epsilon=1e6, delta=1e-5),
+            )
+    code, out = run(capsys, "report", "--ledger", path)
+    assert code == EXIT_OK  # verified, but not worth much, and the report says so
+    assert "## Weak guarantees" in out
+    assert "far above 100" in out and "does not limit spending" in out
+    rep = json.loads(run(capsys, "report", "--ledger", path, "--format", "json")[1])
+    assert rep["chains"][0]["warnings"] and rep["chains"][0]["spent"] > 100
+    _, html_out = run(capsys, "report", "--ledger", path, "--format", "html")
+    assert "Weak guarantees" in html_out
+    code, out = run(capsys, "report", "--ledger", tmp_path / "nope.db")
+    assert code == EXIT_UNREADABLE

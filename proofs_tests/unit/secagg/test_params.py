@@ -176,3 +176,53 @@ def test_any_choice_is_policy_consistent_and_meets_its_targets(
                 evaluate(n, k, t, dropout, corrupt) for t in range(k // 2 + 1, k + 1)
             )
         )
+
+
+# -- parameters an aggregator picks by itself (issue 15): the clients' policy accepts them --------
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(3, 400),
+    dropout=st.sampled_from([0.0, 0.01, 0.05, 0.1, 0.2, 0.3]),
+    fraction=st.sampled_from([Fraction(1, 3), Fraction(1, 4), Fraction(1, 5), Fraction(1, 10)]),
+)
+def test_policy_parameters_are_accepted_by_that_policy(
+    n: int, dropout: float, fraction: Fraction
+) -> None:
+    """Every automatic choice passes the client policy built from the same corruption
+    assumption, down to the smallest cohort, and never trades privacy for liveness."""
+    from secagg.params import parameters_for_policy, policy_corrupt_count
+
+    policy = ClientPolicy(max_corrupt_fraction=float(fraction))
+    choice = parameters_for_policy(n, dropout, policy)
+    k = None if choice.complete_graph else choice.k
+    policy.check(RoundConfig(n=n, t=choice.t, d=8, k=k))
+    assert choice.privacy_failure_probability <= 2.0**-40
+    assert choice.corrupt == policy_corrupt_count(n, policy)
+    if choice.complete_graph:  # exact: the corrupt members cannot reach 2t - k shares
+        assert choice.corrupt < 2 * choice.t - (n - 1)
+    if choice.meets_targets:
+        assert choice.failure_probability <= 2.0**-30
+    else:  # the most dropout-tolerant t that keeps privacy: one less would not
+        smaller = choice.t - 1
+        assert smaller < policy.min_threshold(n - 1) or choice.corrupt >= 2 * smaller - (n - 1)
+
+
+@pytest.mark.parametrize("n, want_t", [(50, 33), (100, 67), (200, 133)])
+def test_the_issue_cases_now_meet_the_default_policy(n: int, want_t: int) -> None:
+    """Issue 15: for 10% dropout the old default picked t=28/53/73 for n=50/100/200, below
+    the default client floor of 33/56/74; the policy-aware choice is accepted."""
+    from secagg.params import parameters_for_policy
+
+    choice = parameters_for_policy(n, 0.1)
+    assert choice.t == want_t and choice.t >= ClientPolicy().min_threshold(choice.k)
+
+
+def test_below_the_smallest_cohort_there_is_no_choice() -> None:
+    from secagg.params import parameters_for_policy
+
+    with pytest.raises(ConfigError, match="below the smallest cohort"):
+        parameters_for_policy(2, 0.1)
+    tiny = parameters_for_policy(3, 0.1)
+    assert (tiny.k, tiny.t, tiny.meets_targets) == (2, 2, False)
