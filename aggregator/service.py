@@ -61,7 +61,7 @@ from secagg import (
     Stage,
     UnexpectedMessage,
 )
-from secagg.messages import CheckResponse, KeyList, ServerMessage, stage_of
+from secagg.messages import CheckResponse, ServerMessage, stage_of
 
 __all__ = ["AggregatorService", "RoundRunner", "ServeOptions", "serve"]
 
@@ -101,7 +101,6 @@ class _Round(RoundRecord[RoundConfig]):
     stage: Stage = Stage.ADVERTISE_KEYS
     closed: dict[Stage, dict[int, ServerMessage]] = field(default_factory=dict)
     accepted: dict[tuple[Stage, int], bytes] = field(default_factory=dict)
-    keylist_pb: pb.KeyList | None = None
     opened_at: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     task: TaskRound = field(default_factory=TaskRound)
@@ -548,11 +547,6 @@ class AggregatorService(pb_grpc.AggregatorServicer):
                     )
                 )
                 base.outcome.CopyFrom(pb.RoundOutcome(completed=False, reason=why))
-                return base
-            if isinstance(msg, KeyList):
-                if rnd.keylist_pb is None:
-                    rnd.keylist_pb = wire.server_to_pb(msg, cfg).key_list
-                base.key_list.CopyFrom(rnd.keylist_pb)
                 return base
         return wire.server_to_pb(msg, cfg)
 

@@ -22,7 +22,10 @@ def _bits(p: float) -> str:
 
 def main(argv: list[str]) -> int:
     cohorts = COHORTS[:-1] if "--quick" in argv else COHORTS
-    print("sigma = 40 (privacy), eta = 30 (failure); k = n - 1 is the complete graph\n")
+    print(
+        "sigma = 40 (privacy, over 2^40 seeds a grinding server may try, SPEC.md D14), "
+        "eta = 30 (failure); k = n - 1 is the complete graph\n"
+    )
     print("| n | dropout | corrupt | C | k | t | c (policy) | failure <= | privacy failure <= |")
     print("|---|---|---|---|---|---|---|---|---|")
     for n in cohorts:

@@ -21,6 +21,7 @@ from secagg.messages import (
     ClientMessage,
     ConsistencySignature,
     ForwardedShare,
+    InclusionProof,
     KeyList,
     MaskedInput,
     ServerMessage,
@@ -75,9 +76,11 @@ def max_message_bytes(cfg: RoundConfig) -> int:
         packed += max_commitment_bytes(cfg.d)
         packed = max(packed, MAX_PROOF_BYTES + (cfg.degree + 1) * (POINT_BYTES + 8))
     k = cfg.degree
-    bundle = k * (_CT_BYTES + 32 + 64 + k * 80 + 32)
-    keys = cfg.n * 150
-    return max(packed, bundle, keys) + (1 << 16)
+    depth = max(cfg.n, 2).bit_length() + 1  # hashes in a Merkle proof (SPEC.md D14)
+    bundle = k * (_CT_BYTES + 32 + 64 + 80 + 34 * depth + 32)
+    keys = (k + 1) * 150 + (cfg.n + 7) // 8 + 34 * depth + 64
+    bitmap = (cfg.n + 7) // 8
+    return max(packed, bundle, keys, bitmap, k * 80) + (1 << 16)
 
 
 def _b(raw: bytes, size: int, what: str) -> bytes:
@@ -191,6 +194,18 @@ def client_to_pb(msg: ClientMessage, cfg: RoundConfig) -> pb.ClientEnvelope:
     return env
 
 
+def _proof_to_pb(p: InclusionProof) -> pb.Proof:
+    return pb.Proof(index=p.index, siblings=list(p.siblings))
+
+
+def _proof_from_pb(m: pb.Proof, leaves: int) -> InclusionProof:
+    """A Merkle proof into a tree of at most ``leaves`` leaves: depth and sizes bounded."""
+    if not 0 <= m.index < max(leaves, 1):
+        raise WireError(f"proof index {m.index} out of range")
+    _bounded(m.siblings, max(1, leaves).bit_length() + 1, "proof hashes")
+    return InclusionProof(int(m.index), tuple(_b(h, 32, "proof hash") for h in m.siblings))
+
+
 def _sd_to_pb(sd: ShareDigest) -> pb.ShareDigest:
     return pb.ShareDigest(holder=sd.holder, s_digest=sd.s_digest, b_digest=sd.b_digest)
 
@@ -286,7 +301,10 @@ def server_to_pb(msg: ServerMessage, cfg: RoundConfig) -> pb.ServerEnvelope:
                         sender=e.sender, c_pk=e.c_pk, s_pk=e.s_pk, signature=e.signature
                     )
                     for e in msg.entries
-                ]
+                ],
+                present=msg.present,
+                key_root=msg.key_root,
+                own_proof=_proof_to_pb(msg.own_proof),
             )
         )
     elif isinstance(msg, ShareBundle):
@@ -297,7 +315,8 @@ def server_to_pb(msg: ServerMessage, cfg: RoundConfig) -> pb.ServerEnvelope:
                         owner=f.owner,
                         ciphertext=f.ciphertext,
                         b_commitment=f.b_commitment,
-                        share_digests=[_sd_to_pb(sd) for sd in f.share_digests],
+                        digest=_sd_to_pb(f.digest),
+                        digest_proof=_proof_to_pb(f.digest_proof),
                         signature=f.signature,
                     )
                     for f in msg.shares
@@ -305,7 +324,7 @@ def server_to_pb(msg: ServerMessage, cfg: RoundConfig) -> pb.ServerEnvelope:
             )
         )
     elif isinstance(msg, SurvivorList):
-        env.survivor_list.CopyFrom(pb.SurvivorList(survivors=sorted(msg.survivors)))
+        env.survivor_list.CopyFrom(pb.SurvivorList(bitmap=msg.bitmap))
     elif isinstance(msg, CheckRequest):
         env.check_request.CopyFrom(pb.CheckRequest(seed=msg.seed))
     else:
@@ -325,7 +344,8 @@ def server_from_pb(env: pb.ServerEnvelope, cfg: RoundConfig) -> ServerMessage | 
     kind = env.WhichOneof("body")
     n, k = cfg.n, cfg.degree
     if kind == "key_list":
-        _bounded(env.key_list.entries, n, "key entries")
+        kl = env.key_list
+        _bounded(kl.entries, k + 1, "key entries")
         return KeyList(
             me,
             tuple(
@@ -335,20 +355,23 @@ def server_from_pb(env: pb.ServerEnvelope, cfg: RoundConfig) -> ServerMessage | 
                     _b(e.s_pk, 32, "s_pk"),
                     _b(e.signature, 64, "signature"),
                 )
-                for e in env.key_list.entries
+                for e in kl.entries
             ),
+            _b(kl.present, (n + 7) // 8, "U1 bitmap"),
+            _b(kl.key_root, 32, "key root"),
+            _proof_from_pb(kl.own_proof, n),
         )
     if kind == "share_bundle":
         _bounded(env.share_bundle.shares, k, "forwarded shares")
         out = []
         for f in env.share_bundle.shares:
-            _bounded(f.share_digests, k, "share digests")
             out.append(
                 ForwardedShare(
                     _id(f.owner, cfg, "owner"),
                     _b(f.ciphertext, _CT_BYTES, "ciphertext"),
                     _b(f.b_commitment, 32, "commitment"),
-                    tuple(_sd_from_pb(sd, cfg) for sd in f.share_digests),
+                    _sd_from_pb(f.digest, cfg),
+                    _proof_from_pb(f.digest_proof, k),
                     _b(f.signature, 64, "signature"),
                 )
             )
@@ -358,10 +381,7 @@ def server_from_pb(env: pb.ServerEnvelope, cfg: RoundConfig) -> ServerMessage | 
             raise WireError("this round has no contribution check")
         return CheckRequest(me, _b(env.check_request.seed, CHECK_SEED_BYTES, "check seed"))
     if kind == "survivor_list":
-        _bounded(env.survivor_list.survivors, n, "survivors")
-        return SurvivorList(
-            me, frozenset(_id(u, cfg, "survivor") for u in env.survivor_list.survivors)
-        )
+        return SurvivorList(me, _b(env.survivor_list.bitmap, (n + 7) // 8, "survivor bitmap"))
     if kind == "signature_bundle":
         _bounded(env.signature_bundle.signatures, k, "signatures")
         return SignatureBundle(

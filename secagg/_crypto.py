@@ -28,6 +28,7 @@ __all__ = [
     "LABEL_CHECK",
     "LABEL_CONFIG",
     "LABEL_CONSISTENCY",
+    "LABEL_CONSISTENCY_SET",
     "LABEL_GRAPH",
     "LABEL_MASKED",
     "LABEL_PAIR_MASK",
@@ -65,6 +66,7 @@ LABEL_SELF_MASK = b"secagg/v1/self-mask"
 LABEL_B_COMMIT = b"secagg/v1/b"
 LABEL_MASKED = b"secagg/v1/masked-input"
 LABEL_CONSISTENCY = b"secagg/v1/consistency"
+LABEL_CONSISTENCY_SET = b"secagg/v2/survivor-set"
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")

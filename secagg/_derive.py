@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
 
 from secagg._crypto import (
+    LABEL_CONSISTENCY_SET,
     LABEL_PAIR_MASK,
     LABEL_SELF_MASK,
     LABEL_SHARE_AD,
@@ -68,6 +68,7 @@ def share_digest(kind: bytes, config_digest: bytes, owner: int, holder: int, y: 
     return sha256(LABEL_SHARE_DIGEST, kind, config_digest, _U32.pack(owner), _U32.pack(holder), y)
 
 
-def consistency_payload(graph_seed: bytes, survivors: Iterable[int]) -> bytes:
-    """What a client signs in §4.4: the graph (hence U1's keys) and the sorted survivor set."""
-    return graph_seed + b"".join(_U32.pack(u) for u in sorted(survivors))
+def consistency_payload(graph_seed: bytes, survivors_bitmap: bytes) -> bytes:
+    """What a client signs in §4.4: the graph (hence U1 and its keys) and the survivor set U3
+    (its bitmap over the cohort, hashed: SPEC.md D14)."""
+    return graph_seed + sha256(LABEL_CONSISTENCY_SET, survivors_bitmap)

@@ -77,8 +77,10 @@ from secagg._errors import (
 )
 from secagg._rng import RandomSource, SystemRandom
 from secagg.config import ClientPolicy, RoundConfig
-from secagg.graph import graph_seed, neighbours_of
+from secagg.graph import LABEL_KEY_TREE, Ring, graph_seed, key_leaf
+from secagg.merkle import root_from, verify_inclusion
 from secagg.messages import (
+    LABEL_DIGEST_TREE,
     AdvertiseKeys,
     CheckRequest,
     CheckResponse,
@@ -93,6 +95,7 @@ from secagg.messages import (
     SignatureBundle,
     SurvivorList,
     UnmaskShares,
+    share_keys_payload,
 )
 from secagg.prg import apply_masks
 from secagg.shamir import bytes_to_secret, share_from_bytes, share_to_bytes, split
@@ -154,11 +157,14 @@ class SecAggClient:
         # Round state, filled stage by stage.
         self._c_sk = b""
         self._s_sk = b""
+        self._channels: dict[int, bytes] = {}  # neighbour -> channel key (derived, SPEC.md D1)
         self._b = b""
         self._advert: AdvertiseKeys | None = None
         self._keys: dict[int, AdvertiseKeys] = {}
         self._seed = b""
         self.neighbours: frozenset[int] = frozenset()
+        self._ring: Ring | None = None
+        self._u3_bitmap = b""
         self._u1: frozenset[int] = frozenset()  # who advertised keys (U1): U3 must lie inside
         self._held: dict[int, tuple[int, int]] = {}  # owner -> (y_s, y_b) this client holds
         self._survivors: frozenset[int] = frozenset()
@@ -234,11 +240,21 @@ class SecAggClient:
     def _forget(self) -> None:
         """Drop every round secret (a key set serves one round only)."""
         self._c_sk = self._s_sk = self._b = b""
+        self._channels = {}
         self._held = {}
         self._input = None
         self._opening = None
         self._upload = None
         self._mask_keys = None
+
+    def _cohort(self) -> list[int]:
+        """Every registered id, sorted: the positions of the round's bitmaps (SPEC.md D14)."""
+        cohort = sorted(self._registry)
+        if len(cohort) != self.config.n:
+            raise PolicyViolation(
+                f"the registry has {len(cohort)} members but the round says n={self.config.n}"
+            )
+        return cohort
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -253,6 +269,7 @@ class SecAggClient:
         if not ct_equal(self._registry[self.id], ed25519_public(self._identity)):
             raise PolicyViolation("the identity key does not match the registry entry")
         self.policy.check(cfg)
+        self._cohort()  # the round's n is the registry's size (SPEC.md D14)
         self._c_sk, c_pk = x25519_keypair(self.rng)
         self._s_sk, s_pk = x25519_keypair(self.rng)
         unsigned = AdvertiseKeys(self.id, c_pk, s_pk, b"")
@@ -263,6 +280,35 @@ class SecAggClient:
 
     def _on_key_list(self, msg: KeyList) -> ShareKeys:
         cfg = self.config
+        assert self._advert is not None
+        # SPEC.md D14: U1 is a bitmap over the cohort (the sorted registry ids), the keys are
+        # committed by a Merkle root, and this client gets only its neighbours' entries.
+        cohort = self._cohort()
+        try:
+            u1 = msg.members(cohort)
+        except ValueError as exc:
+            raise InvalidMessage(f"malformed U1 bitmap: {exc}", culprit=0) from None
+        if self.id not in u1:
+            raise InconsistentView("the key list does not carry this client's own keys")
+        if len(u1) < self.policy.min_cohort:
+            raise InsufficientSurvivors(f"only {len(u1)} clients advertised keys")
+        # Its own signed entry must be in the committed tree, at its rank in U1: every honest
+        # client checks this, so the graph seed depends on every honest client's fresh keys.
+        rank = {u: i for i, u in enumerate(u1)}
+        if msg.own_proof.index != rank[self.id]:
+            raise InconsistentView("this client's key entry is proven at the wrong place")
+        a = self._advert
+        verify_inclusion(
+            LABEL_KEY_TREE, msg.key_root, len(u1), key_leaf(a.sender, a.c_pk, a.s_pk, a.signature),
+            msg.own_proof,
+        )  # fmt: skip
+        self._seed = graph_seed(cfg.digest, msg.present, msg.key_root)
+        self._ring = Ring(cohort, cfg.degree, self._seed, u1)
+        self.neighbours = self._ring.neighbours(self.id)
+        if len(self.neighbours) < cfg.t:
+            raise InsufficientSurvivors(
+                f"{len(self.neighbours)} neighbours, fewer than the threshold t={cfg.t}"
+            )
         keys: dict[int, AdvertiseKeys] = {}
         for e in msg.entries:
             if e.sender in keys:
@@ -270,26 +316,20 @@ class SecAggClient:
             if e.sender not in self._registry:
                 raise InvalidMessage(f"unregistered client {e.sender} (docs/threats.md SA-05)")
             keys[e.sender] = e
-        mine = keys.get(self.id)
-        assert self._advert is not None
-        if mine is None or mine != self._advert:
+        if keys.get(self.id) != self._advert:
             raise InconsistentView("the key list does not carry this client's own keys")
-        if len(keys) < self.policy.min_cohort:
-            raise InsufficientSurvivors(f"only {len(keys)} clients advertised keys")
-        self._seed = graph_seed(cfg.digest, ((u, e.c_pk, e.s_pk) for u, e in keys.items()))
-        self.neighbours = neighbours_of(keys, cfg.degree, self._seed, self.id)
-        if len(self.neighbours) < cfg.t:
-            raise InsufficientSurvivors(
-                f"{len(self.neighbours)} neighbours, fewer than the threshold t={cfg.t}"
+        if set(keys) != self.neighbours | {self.id}:
+            missing = sorted(self.neighbours - set(keys))
+            extra = sorted(set(keys) - self.neighbours - {self.id})
+            raise InconsistentView(
+                f"the key list must carry exactly this client's neighbours (missing {missing}, "
+                f"not neighbours {extra})"
             )
-        # Every neighbour's keys are checked before anything is sent to anyone (SA-04); with
-        # verify_all_keys (the default) every entry of U1 is, so the server cannot steer this
-        # client's neighbourhood with keys it invents for others (SPEC.md D6).
-        to_verify = keys if self.policy.verify_all_keys else self.neighbours
+        # Every neighbour's keys are checked before anything is sent to anyone (SA-04). A
+        # neighbour signs one advertisement per round, so the entry shown here is the one in
+        # the tree whenever the neighbour is honest (SPEC.md D14).
         seen_pks = {self._advert.c_pk, self._advert.s_pk}
-        for v in sorted(to_verify):
-            if v == self.id:
-                continue
+        for v in sorted(self.neighbours):
             e = keys[v]
             check_x25519_public(e.c_pk)
             check_x25519_public(e.s_pk)
@@ -305,7 +345,7 @@ class SecAggClient:
                 raise InvalidMessage(f"client {v} reuses a public key (replay)", culprit=v)
             seen_pks |= {e.c_pk, e.s_pk}
         self._keys = {v: keys[v] for v in self.neighbours}
-        self._u1 = frozenset(keys)
+        self._u1 = frozenset(u1)
 
         # §4.2: share s_sk and b among the neighbours.
         session = cfg.session_id
@@ -337,9 +377,15 @@ class SecAggClient:
         return ShareKeys(self.id, commit, tuple(digests), tuple(cts), sig)
 
     def _channel_key(self, v: int) -> bytes:
+        """The AEAD key shared with neighbour ``v``, agreed once per round: the same key seals
+        the shares sent to ``v`` and opens those ``v`` sent (a derived cache, wiped with the
+        secrets it came from)."""
+        got = self._channels.get(v)
+        if got is not None:
+            return got
         assert self._advert is not None and self.config.session_id is not None
         shared = x25519_agree(self._c_sk, self._keys[v].c_pk)
-        return _derive.channel_key(
+        got = self._channels[v] = _derive.channel_key(
             shared,
             self.config.session_id,
             self.config.round,
@@ -348,22 +394,34 @@ class SecAggClient:
             self._advert.c_pk,
             self._keys[v].c_pk,
         )
+        return got
 
     def _check_forwarded(self, fs: ForwardedShare) -> tuple[int, int]:
         cfg = self.config
         u = fs.owner
-        unsigned = ShareKeys(u, fs.b_commitment, fs.share_digests, (), b"")
+        # The owner signed the root of its digests, one per holder in holder order (SPEC.md
+        # D14): this holder's digest, at its rank among the owner's neighbours, must lead there.
+        assert self._ring is not None
+        if u not in self._u1:
+            raise InvalidShare(f"client {u} is not in U1", culprit=0)
+        holders = sorted(self._ring.neighbours(u))
+        if fs.digest.holder != self.id or self.id not in holders:
+            raise InvalidShare(f"client {u}'s digest is not for this holder", culprit=u)
+        if fs.digest_proof.index != holders.index(self.id):
+            raise InvalidShare(f"client {u}'s digest is proven at the wrong place", culprit=u)
+        try:
+            root = root_from(LABEL_DIGEST_TREE, len(holders), fs.digest.leaf(), fs.digest_proof)
+        except InconsistentView:
+            raise InvalidShare(f"client {u}'s digest proof is malformed", culprit=u) from None
         ed25519_verify(
             self._registry[u],
             fs.signature,
             LABEL_SHARE_KEYS,
             cfg.digest,
-            unsigned.signed_payload(self._seed),
+            share_keys_payload(u, fs.b_commitment, self._seed, root),
             who=u,
         )
-        mine = [sd for sd in fs.share_digests if sd.holder == self.id]
-        if len(mine) != 1:
-            raise InvalidShare(f"client {u} signed no single digest for this holder", culprit=u)
+        mine = [fs.digest]
         pt = aead_open(
             self._channel_key(u), fs.ciphertext, _derive.share_ad(cfg.digest, u, self.id)
         )
@@ -447,7 +505,10 @@ class SecAggClient:
 
     def _on_survivors(self, msg: SurvivorList) -> ConsistencySignature:
         cfg = self.config
-        u3 = frozenset(msg.survivors)
+        try:
+            u3 = msg.members(self._cohort())
+        except ValueError as exc:
+            raise InvalidMessage(f"malformed survivor bitmap: {exc}", culprit=0) from None
         if self.id not in u3:
             raise InconsistentView("this client is missing from the survivor list")
         # U3 must lie inside U1 (registered ids whose signed keys this client saw), or the server
@@ -468,14 +529,15 @@ class SecAggClient:
                 f"{len(u3)} survivors ({len(near)} neighbours): below t={cfg.t} or the minimum"
             )
         self._survivors = u3
-        payload = _derive.consistency_payload(self._seed, u3)
+        self._u3_bitmap = msg.bitmap
+        payload = _derive.consistency_payload(self._seed, msg.bitmap)
         sig = ed25519_sign(self._identity, LABEL_CONSISTENCY, cfg.digest, payload)
         self.state = ClientState.SIGNED
         return ConsistencySignature(self.id, sig)
 
     def _on_signatures(self, msg: SignatureBundle) -> UnmaskShares:
         cfg = self.config
-        payload = _derive.consistency_payload(self._seed, self._survivors)
+        payload = _derive.consistency_payload(self._seed, self._u3_bitmap)
         signers: set[int] = set()
         for v, sig in msg.signatures:
             if v == self.id:

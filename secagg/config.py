@@ -170,10 +170,6 @@ class ClientPolicy:
     default (fewer than k/3 corrupt) this refuses every ``t <= k/2`` and accepts every
     ``t >= floor(2k/3) + 1`` (docs/threats.md SA-03).
 
-    ``verify_all_keys`` checks the signature of every advertised key, not only the neighbours'
-    (O(n) instead of O(k) verifications): without it a malicious server can invent keys for
-    non-neighbours to steer whom this client shares with (SPEC.md D6).
-
     ``require_norm_bound`` refuses rounds without contribution verification (docs/protocol.md §7):
     a client that wants every other contribution norm-bounded and checked against the sum.
     """
@@ -186,7 +182,6 @@ class ClientPolicy:
     expected_model_digest: bytes | None = None
     expected_dp_digest: bytes | None = None
     allow_deterministic_rng: bool = False
-    verify_all_keys: bool = True
     require_norm_bound: bool = False
 
     def corrupt_bound(self, degree: int) -> int:

@@ -10,6 +10,7 @@ Transport code converts these to and from protobuf in one place; nothing here is
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from dataclasses import dataclass, field
 
@@ -17,14 +18,19 @@ import numpy as np
 import numpy.typing as npt
 
 from secagg.config import Stage
+from secagg.graph import bitmap_members, cohort_bitmap
+from secagg.merkle import InclusionProof, MerkleTree
 
 __all__ = [
+    "LABEL_DIGEST_TREE",
+    "LABEL_MASKED_DIGEST",
     "AdvertiseKeys",
     "CheckRequest",
     "CheckResponse",
     "ClientMessage",
     "ConsistencySignature",
     "ForwardedShare",
+    "InclusionProof",
     "KeyList",
     "MaskedInput",
     "ServerMessage",
@@ -34,10 +40,13 @@ __all__ = [
     "SignatureBundle",
     "SurvivorList",
     "UnmaskShares",
+    "digest_tree",
+    "share_keys_payload",
     "stage_of",
 ]
 
 _U32 = struct.Struct(">I")
+LABEL_MASKED_DIGEST = b"secagg/v2/masked-input-digest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +70,29 @@ class ShareDigest:
     s_digest: bytes
     b_digest: bytes
 
+    def leaf(self) -> bytes:
+        return _U32.pack(self.holder) + self.s_digest + self.b_digest
+
+
+LABEL_DIGEST_TREE = b"secagg/v2/share-digests"
+
+
+def digest_tree(digests: tuple[ShareDigest, ...]) -> MerkleTree:
+    """The Merkle tree over an owner's share digests in holder order (SPEC.md D14)."""
+    return MerkleTree(
+        LABEL_DIGEST_TREE, [d.leaf() for d in sorted(digests, key=lambda x: x.holder)]
+    )
+
+
+def share_keys_payload(sender: int, b_commitment: bytes, graph_seed: bytes, root: bytes) -> bytes:
+    """What an owner signs at §4.2: its commitment, the graph, and the root of its digests."""
+    return _U32.pack(sender) + b_commitment + graph_seed + root
+
 
 @dataclass(frozen=True, slots=True)
 class ShareKeys:
     """§4.2: one AEAD ciphertext of shares per neighbour, the self-mask seed commitment and the
-    owner-signed share digests."""
+    share digests, signed through the root of their Merkle tree (SPEC.md D14)."""
 
     sender: int
     b_commitment: bytes
@@ -74,10 +101,8 @@ class ShareKeys:
     signature: bytes
 
     def signed_payload(self, graph_seed: bytes) -> bytes:
-        parts = [_U32.pack(self.sender), self.b_commitment, graph_seed]
-        for sd in sorted(self.share_digests, key=lambda s: s.holder):
-            parts += [_U32.pack(sd.holder), sd.s_digest, sd.b_digest]
-        return b"".join(parts)
+        root = digest_tree(self.share_digests).root
+        return share_keys_payload(self.sender, self.b_commitment, graph_seed, root)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +120,14 @@ class MaskedInput:
     commitment: bytes = b""
 
     def signed_payload(self) -> bytes:
+        """A digest of the upload (SPEC.md D14: one SHA-256 pass, not Ed25519's two SHA-512
+        passes over megabytes), domain-separated from every other signed payload."""
         head = _U32.pack(self.sender)
         if self.commitment:  # length-prefixed; absent in unverified rounds
             head += _U32.pack(len(self.commitment)) + self.commitment
-        return head + np.ascontiguousarray(self.masked, dtype="<u4").tobytes()
+        h = hashlib.sha256(LABEL_MASKED_DIGEST + head)
+        h.update(np.ascontiguousarray(self.masked, dtype="<u4").data)
+        return h.digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +161,18 @@ class UnmaskShares:
 
 @dataclass(frozen=True, slots=True)
 class KeyList:
-    """Server -> client after §4.0: the signed key entries of every client in U1."""
+    """Server -> client after §4.0 (SPEC.md D14): who advertised (U1, a bitmap over the sorted
+    registry ids), the root of the tree of their signed keys, the proof that the recipient's
+    own entry is in it, and the entries of the recipient and its neighbours only."""
 
     recipient: int
     entries: tuple[AdvertiseKeys, ...]
+    present: bytes
+    key_root: bytes
+    own_proof: InclusionProof
+
+    def members(self, cohort: list[int]) -> list[int]:
+        return bitmap_members(cohort, self.present)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +182,8 @@ class ForwardedShare:
     owner: int
     ciphertext: bytes
     b_commitment: bytes
-    share_digests: tuple[ShareDigest, ...]
+    digest: ShareDigest
+    digest_proof: InclusionProof
     signature: bytes
 
 
@@ -172,7 +210,14 @@ class SurvivorList:
     the clients whose masked input arrived (and passed the check)."""
 
     recipient: int
-    survivors: frozenset[int]
+    bitmap: bytes
+
+    @classmethod
+    def of(cls, recipient: int, cohort: list[int], survivors: frozenset[int]) -> SurvivorList:
+        return cls(recipient, cohort_bitmap(cohort, survivors))
+
+    def members(self, cohort: list[int]) -> frozenset[int]:
+        return frozenset(bitmap_members(cohort, self.bitmap))
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,13 @@ The model (threat_models/parameters.md has the derivation and a table):
   ``k`` neighbours of a client are a uniform ``k``-subset of the other ``n - 1`` clients, and
   any ``k/2`` consecutive ring positions hold a uniform ``k/2``-subset of all ``n``. The corrupt
   set (``C = ceil(corrupt_fraction * n)`` clients) is fixed before the ring order is drawn.
-  (SPEC.md D6: a malicious server with colluders can bias the ring; that is *not* modelled.)
+  The ring is over the whole cohort; who is left out of U1 is an adversarial dropout.
+* **Grinding** (SPEC.md D14): the ring's seed hashes every honest client's fresh keys, so it
+  cannot be computed before the round, but within the ADVERTISE window the server and its
+  colluders can try seeds, one per choice of U1 and of the colluders' keys. Each try is a fresh
+  uniformly random ring; with at most ``2^g`` tries (``grinding_bits=g``, default
+  :data:`GRINDING_BITS`) the union bound multiplies the ring's privacy failure by ``2^g``,
+  which is what every figure below includes. The complete graph has no seed to grind.
 * Each client drops (at any stage) independently with probability ``dropout_rate``.
 * The client policy tolerates ``c = 2t - k - 1`` corrupt neighbours, the largest ``c`` with
   ``t > (k + c) / 2`` (``ClientPolicy(max_corrupt=c)`` accepts ``(k, t)``).
@@ -52,6 +58,7 @@ from secagg._errors import ConfigError
 from secagg.config import ClientPolicy
 
 __all__ = [
+    "GRINDING_BITS",
     "ParameterChoice",
     "binomial_cdf",
     "choose_parameters",
@@ -62,6 +69,11 @@ __all__ = [
 ]
 
 _LN2 = math.log(2.0)
+
+# Seeds a server with its colluders can try within one ADVERTISE window: 2^40 ring evaluations
+# (each an SHA-256 of the bitmap and key root plus n AES blocks) is about 10^5 cores for ten
+# minutes at n = 10^4. SPEC.md D14 has the argument; lower it only with a shorter deadline.
+GRINDING_BITS = 40.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +96,9 @@ class ParameterChoice:
     # False when no (k, t) met the failure target and the choice is the most dropout-tolerant
     # one that still keeps privacy (parameters_for_policy on a small cohort).
     meets_targets: bool = True
+    # The seeds a grinding server was assumed to try (2^grinding_bits), already included in
+    # privacy_failure_probability for a ring (SPEC.md D14).
+    grinding_bits: float = GRINDING_BITS
 
 
 def _log_choose(a: int, b: int) -> float:
@@ -153,15 +168,17 @@ def _corrupt_count(n: int, corrupt_fraction: float) -> int:
 
 
 def _ring_bounds(
-    n: int, k: int, dropout_rate: float, corrupt: int
+    n: int, k: int, dropout_rate: float, corrupt: int, grinding_bits: float
 ) -> list[tuple[int, float, float]]:
-    """``(t, failure, privacy failure)`` for every ``t`` in ``(k/2, k]`` on a ring of degree k."""
+    """``(t, failure, privacy failure)`` for every ``t`` in ``(k/2, k]`` on a ring of degree k,
+    the privacy failure over ``2^grinding_bits`` seeds."""
     half = k // 2
     fail_cdf = _log_cdf(_binomial_log_pmf(k, 1.0 - dropout_rate))
     split_sf = _log_sf(_hypergeometric_log_pmf(n - 1, corrupt, k))
     window_sf = _log_sf(_hypergeometric_log_pmf(n, corrupt, half))
     log_n, log_honest = math.log(n), math.log(max(n - corrupt, 1))
-    log_pairs = math.log(n * (n - 1) / 2)
+    log_pairs = math.log(n * (n - 1) / 2) + grinding_bits * _LN2
+    log_honest += grinding_bits * _LN2
     out = []
     for t in range(half + 1, k + 1):
         failure = math.exp(min(0.0, log_n + fail_cdf[t - 1]))
@@ -181,12 +198,19 @@ def _complete_bounds(n: int, dropout_rate: float, corrupt: int) -> list[tuple[in
 
 
 def evaluate(
-    n: int, k: int, t: int, dropout_rate: float, corrupt_fraction: float
+    n: int,
+    k: int,
+    t: int,
+    dropout_rate: float,
+    corrupt_fraction: float,
+    *,
+    grinding_bits: float = GRINDING_BITS,
 ) -> tuple[float, float]:
     """``(failure, privacy failure)`` bounds of the model of :mod:`secagg.params` for
     ``(k, t)``; ``k >= n - 1`` means the complete graph. ``t <= k/2`` is always a privacy
     failure (the server splits the honest neighbours, SA-03)."""
     _check_inputs(n, dropout_rate, corrupt_fraction)
+    _check_grinding(grinding_bits)
     k = min(k, n - 1)
     if not 1 <= t <= k:
         raise ConfigError(f"t must be in [1, min(k, n - 1)]; got t={t}, k={k}")
@@ -198,7 +222,7 @@ def evaluate(
     rows = (
         _complete_bounds(n, dropout_rate, corrupt)
         if k == n - 1
-        else _ring_bounds(n, k, dropout_rate, corrupt)
+        else _ring_bounds(n, k, dropout_rate, corrupt, grinding_bits)
     )
     _, failure, privacy = rows[t - (k // 2 + 1)]
     return failure, privacy
@@ -211,6 +235,11 @@ def _check_inputs(n: int, dropout_rate: float, corrupt_fraction: float) -> None:
         raise ConfigError("dropout_rate must be in [0, 1)")
     if not 0.0 <= corrupt_fraction < 1.0:
         raise ConfigError("corrupt_fraction must be in [0, 1)")
+
+
+def _check_grinding(grinding_bits: float) -> None:
+    if not (0.0 <= grinding_bits <= 128.0):
+        raise ConfigError("grinding_bits must be in [0, 128]")
 
 
 def _margin(p: float, target_bits: float) -> float:
@@ -238,13 +267,16 @@ def choose_parameters(
     *,
     sigma: float = 40,
     eta: float = 30,
+    grinding_bits: float = GRINDING_BITS,
 ) -> ParameterChoice:
     """Smallest even SecAgg+ degree ``k`` and a threshold ``t`` (see the module docstring).
 
     Guarantees: ``failure_probability <= 2^-eta``, ``privacy_failure_probability <=
-    2^-sigma``, and ``ClientPolicy(max_corrupt=c)`` accepts ``(k, t)``. Raises
-    :class:`~secagg.ConfigError` when even the complete graph cannot meet both targets."""
+    2^-sigma`` against a server that tries ``2^grinding_bits`` ring seeds, and
+    ``ClientPolicy(max_corrupt=c)`` accepts ``(k, t)``. Raises :class:`~secagg.ConfigError`
+    when even the complete graph cannot meet both targets."""
     _check_inputs(n, dropout_rate, corrupt_fraction)
+    _check_grinding(grinding_bits)
     if not (sigma > 0 and eta > 0 and math.isfinite(sigma) and math.isfinite(eta)):
         raise ConfigError("sigma and eta must be positive and finite")
     corrupt = _corrupt_count(n, corrupt_fraction)
@@ -255,13 +287,17 @@ def choose_parameters(
             f"dropout_rate={dropout_rate}, corrupt_fraction={corrupt_fraction}"
         )
     for k in range(2, n - 1, 2):
-        found = _best(_ring_bounds(n, k, dropout_rate, corrupt), sigma, eta)
+        found = _best(_ring_bounds(n, k, dropout_rate, corrupt, grinding_bits), sigma, eta)
         if found is not None:
             t, failure, privacy = found
-            return ParameterChoice(k, t, failure, privacy, 2 * t - k - 1, corrupt, False)
+            return ParameterChoice(
+                k, t, failure, privacy, 2 * t - k - 1, corrupt, False, True, grinding_bits
+            )
     k = n - 1
     t, failure, privacy = complete
-    return ParameterChoice(k, t, failure, privacy, 2 * t - k - 1, corrupt, True)
+    return ParameterChoice(
+        k, t, failure, privacy, 2 * t - k - 1, corrupt, True, True, grinding_bits
+    )
 
 
 def policy_corrupt_count(n: int, policy: ClientPolicy) -> int:
@@ -280,6 +316,7 @@ def parameters_for_policy(
     k: int | None = None,
     sigma: float = 40,
     eta: float = 30,
+    grinding_bits: float = GRINDING_BITS,
 ) -> ParameterChoice:
     """The ``(k, t)`` an aggregator picks by itself for clients that hold ``policy`` (the
     default :class:`~secagg.ClientPolicy` if None): every choice passes ``policy.check``.
@@ -295,6 +332,7 @@ def parameters_for_policy(
     ``t`` keeps privacy."""
     policy = policy if policy is not None else ClientPolicy()
     _check_inputs(n, dropout_rate, 0.0)
+    _check_grinding(grinding_bits)
     if not (sigma > 0 and eta > 0 and math.isfinite(sigma) and math.isfinite(eta)):
         raise ConfigError("sigma and eta must be positive and finite")
     if n < max(3, policy.min_cohort):
@@ -313,7 +351,15 @@ def parameters_for_policy(
     def choice(deg: int, row: tuple[int, float, float], *, meets: bool) -> ParameterChoice:
         t, failure, privacy = row
         return ParameterChoice(
-            deg, t, failure, privacy, policy.corrupt_bound(deg), corrupt, deg == n - 1, meets
+            deg,
+            t,
+            failure,
+            privacy,
+            policy.corrupt_bound(deg),
+            corrupt,
+            deg == n - 1,
+            meets,
+            grinding_bits,
         )
 
     if k is not None and k < n - 1:
@@ -321,7 +367,7 @@ def parameters_for_policy(
             raise ConfigError(
                 f"a ring degree must be even and at least {max(2, policy.min_degree)}"
             )
-        rows = allowed(_ring_bounds(n, k, dropout_rate, corrupt), k)
+        rows = allowed(_ring_bounds(n, k, dropout_rate, corrupt, grinding_bits), k)
         found = _best(rows, sigma, eta)
         if found is None:
             raise ConfigError(
@@ -332,7 +378,8 @@ def parameters_for_policy(
     complete_rows = allowed(_complete_bounds(n, dropout_rate, corrupt), n - 1)
     if k is None:
         for deg in range(max(2, policy.min_degree + policy.min_degree % 2), n - 1, 2):
-            found = _best(allowed(_ring_bounds(n, deg, dropout_rate, corrupt), deg), sigma, eta)
+            rows = _ring_bounds(n, deg, dropout_rate, corrupt, grinding_bits)
+            found = _best(allowed(rows, deg), sigma, eta)
             if found is not None:
                 return choice(deg, found, meets=True)
     found = _best(complete_rows, sigma, eta)

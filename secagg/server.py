@@ -68,7 +68,8 @@ from secagg._errors import (
 )
 from secagg._rng import RandomSource, SystemRandom
 from secagg.config import RoundConfig, Stage
-from secagg.graph import graph_seed, neighbour_graph
+from secagg.graph import LABEL_KEY_TREE, Ring, cohort_bitmap, graph_seed, key_leaf
+from secagg.merkle import MerkleTree
 from secagg.messages import (
     AdvertiseKeys,
     CheckRequest,
@@ -84,6 +85,7 @@ from secagg.messages import (
     SignatureBundle,
     SurvivorList,
     UnmaskShares,
+    digest_tree,
     stage_of,
 )
 from secagg.prg import apply_masks
@@ -137,6 +139,14 @@ class SecAggServer:
             raise ConfigError("the server needs a config bound to a session")
         self.config = config
         self._registry = dict(registry)
+        # The cohort: every registered id, sorted (the positions of U1's and U3's bitmaps).
+        self._cohort = sorted(self._registry)
+        if len(self._cohort) != config.n:
+            raise ConfigError(
+                f"the registry has {len(self._cohort)} members but the round says n={config.n}"
+            )
+        self._u1_bitmap = b""
+        self._u3_bitmap = b""
         self.stage = Stage.ADVERTISE_KEYS
         self.state = ServerState.COLLECTING
         self.rejected: dict[int, str] = {}
@@ -379,7 +389,7 @@ class SecAggServer:
 
     def _on_consistency(self, m: ConsistencySignature) -> None:
         self._expect(m.sender, self.u3, self._consistency)
-        payload = _derive.consistency_payload(self._seed, self.u3)
+        payload = _derive.consistency_payload(self._seed, self._u3_bitmap)
         ed25519_verify(
             self._registry[m.sender],
             m.signature,
@@ -530,22 +540,44 @@ class SecAggServer:
         self.u1 = frozenset(self._adverts)
         self._need(len(self.u1) - 1, "other clients advertised keys")
         cfg = self.config
-        self._seed = graph_seed(cfg.digest, ((u, a.c_pk, a.s_pk) for u, a in self._adverts.items()))
-        self.graph = neighbour_graph(self.u1, cfg.degree, self._seed)
-        entries = tuple(self._adverts[u] for u in sorted(self.u1))
+        # SPEC.md D14: U1 as a bitmap over the cohort, its signed keys under a Merkle root;
+        # each client gets the root, its own entry's proof and its neighbours' entries.
+        u1 = sorted(self.u1)
+        self._u1_bitmap = cohort_bitmap(self._cohort, u1)
+        tree = MerkleTree(
+            LABEL_KEY_TREE,
+            [
+                key_leaf(a.sender, a.c_pk, a.s_pk, a.signature)
+                for a in (self._adverts[u] for u in u1)
+            ],
+        )
+        self._seed = graph_seed(cfg.digest, self._u1_bitmap, tree.root)
+        ring = Ring(self._cohort, cfg.degree, self._seed, u1)
+        self.graph = {u: ring.neighbours(u) for u in u1}
         self.stage = Stage.SHARE_KEYS
-        return {u: KeyList(u, entries) for u in sorted(self.u1)}
+        out: dict[int, ServerMessage] = {}
+        for i, u in enumerate(u1):
+            entries = tuple(self._adverts[v] for v in sorted(self.graph[u] | {u}))
+            out[u] = KeyList(u, entries, self._u1_bitmap, tree.root, tree.prove(i))
+        return out
 
     def _close_share_keys(self) -> dict[int, ServerMessage]:
         self.u2 = frozenset(self._shares)
         self._need(len(self.u2) - 1, "other clients shared keys")
+        trees = {u: digest_tree(sk.share_digests) for u, sk in self._shares.items()}
         out: dict[int, ServerMessage] = {}
         for w in sorted(self.u2):
             fwd = []
             for u in sorted(self.graph[w] & self.u2):
                 sk = self._shares[u]
                 ct = next(c for h, c in sk.ciphertexts if h == w)
-                fwd.append(ForwardedShare(u, ct, sk.b_commitment, sk.share_digests, sk.signature))
+                digests = sorted(sk.share_digests, key=lambda d: d.holder)
+                i = next(j for j, d in enumerate(digests) if d.holder == w)
+                fwd.append(
+                    ForwardedShare(
+                        u, ct, sk.b_commitment, digests[i], trees[u].prove(i), sk.signature
+                    )
+                )
             out[w] = ShareBundle(w, tuple(fwd))
         self.stage = Stage.MASKED_INPUT
         return out
@@ -557,8 +589,7 @@ class SecAggServer:
             self.stage = Stage.CHECK
             return {u: CheckRequest(u, self._check_seed) for u in sorted(self.uploaded)}
         self.u3 = self.uploaded
-        self.stage = Stage.CONSISTENCY
-        return {u: SurvivorList(u, self.u3) for u in sorted(self.u3)}
+        return self._survivor_lists()
 
     def _close_check(self) -> dict[int, ServerMessage]:
         """Compare the two claims of every pair of responders; take every upload that is not
@@ -585,8 +616,13 @@ class SecAggServer:
         with self._cache_lock:
             self._proof_cache.clear()
         self._need(len(self.u3) - 1, "other clients passed the contribution check")
+        return self._survivor_lists()
+
+    def _survivor_lists(self) -> dict[int, ServerMessage]:
+        """U3 as a bitmap over the cohort (SPEC.md D14), the same for every survivor."""
+        self._u3_bitmap = cohort_bitmap(self._cohort, self.u3)
         self.stage = Stage.CONSISTENCY
-        return {u: SurvivorList(u, self.u3) for u in sorted(self.u3)}
+        return {u: SurvivorList(u, self._u3_bitmap) for u in sorted(self.u3)}
 
     def _close_consistency(self) -> dict[int, ServerMessage]:
         self.u4 = frozenset(self._consistency)

@@ -55,6 +55,7 @@ from secagg.messages import (
     ShareKeys,
     SignatureBundle,
     SurvivorList,
+    digest_tree,
     stage_of,
 )
 from secagg.simulate import _resigned
@@ -126,13 +127,19 @@ def closing_stage(msg: ServerMessage, config: RoundConfig) -> Stage:
 
 
 def bundle_from(recipient: int, share_keys: Iterable[ShareKeys]) -> ShareBundle:
-    """What a server that relays blindly forwards to ``recipient``: every ciphertext for it."""
+    """What a server that relays blindly forwards to ``recipient``: every ciphertext for it,
+    with the owner's digest for it and its path to the root the owner signed (SPEC.md D14)."""
     fwd = []
     for sk in sorted(share_keys, key=lambda m: m.sender):
+        digests = sorted(sk.share_digests, key=lambda d: d.holder)
+        tree = digest_tree(sk.share_digests)
         for holder, ct in sk.ciphertexts:
             if holder == recipient:
+                i = next(j for j, d in enumerate(digests) if d.holder == holder)
                 fwd.append(
-                    ForwardedShare(sk.sender, ct, sk.b_commitment, sk.share_digests, sk.signature)
+                    ForwardedShare(
+                        sk.sender, ct, sk.b_commitment, digests[i], tree.prove(i), sk.signature
+                    )
                 )
     return ShareBundle(recipient, tuple(fwd))
 
@@ -169,6 +176,15 @@ class Cohort:
     server: SecAggServer
     sent: dict[int, dict[Stage, ClientMessage]] = field(default_factory=dict)
     received: dict[int, dict[Stage, ServerMessage]] = field(default_factory=dict)
+
+    @property
+    def cohort(self) -> list[int]:
+        """Every registered id, sorted: the positions of the round's bitmaps (SPEC.md D14)."""
+        return sorted(self.registry)
+
+    def survivors(self, recipient: int, ids: Iterable[int]) -> SurvivorList:
+        """A SurvivorList for ``recipient`` listing ``ids`` (what a server sends)."""
+        return SurvivorList.of(recipient, self.cohort, frozenset(ids))
 
     # -- driving the parties -------------------------------------------------------------
 
@@ -381,3 +397,32 @@ def masks_witness(
         blind += sign * _claim_blinding(config, seed, key)
     blind %= FIELD_ORDER
     return m, blind, commit_short(m, blind)
+
+
+def relay_key_lists(
+    config: RoundConfig, registry: Mapping[int, bytes], adverts: Mapping[int, AdvertiseKeys]
+) -> dict[int, KeyList]:
+    """What a server that relays ``adverts`` as U1 (whatever they are) sends each of them:
+    the bitmap, the key root over exactly these entries, each one's own proof and its
+    neighbours' entries under the resulting graph (SPEC.md D14)."""
+    from secagg.graph import LABEL_KEY_TREE, Ring, cohort_bitmap, graph_seed, key_leaf
+    from secagg.merkle import MerkleTree
+
+    u1 = sorted(adverts)
+    bitmap = cohort_bitmap(sorted(registry), u1)
+    tree = MerkleTree(
+        LABEL_KEY_TREE,
+        [key_leaf(a.sender, a.c_pk, a.s_pk, a.signature) for a in (adverts[u] for u in u1)],
+    )
+    seed = graph_seed(config.digest, bitmap, tree.root)
+    ring = Ring(sorted(registry), config.degree, seed, u1)
+    return {
+        u: KeyList(
+            u,
+            tuple(adverts[v] for v in sorted(ring.neighbours(u) | {u})),
+            bitmap,
+            tree.root,
+            tree.prove(i),
+        )
+        for i, u in enumerate(u1)
+    }

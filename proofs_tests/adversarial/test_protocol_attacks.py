@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import copy
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +33,7 @@ from proofs_tests.adversarial.harness import (
     bundle_from,
     chi2_uniform_pvalue,
     make_cohort,
+    relay_key_lists,
     resign_masked,
     signed_advert,
     stranger,
@@ -68,7 +70,7 @@ from secagg._crypto import (
     x25519_public_from_private,
 )
 from secagg._derive import channel_key, pair_mask_key, self_mask_key
-from secagg.graph import graph_seed, neighbour_graph
+from secagg.graph import Ring, graph_seed, neighbour_graph
 from secagg.messages import (
     AdvertiseKeys,
     ClientMessage,
@@ -81,6 +83,7 @@ from secagg.messages import (
     SurvivorList,
     UnmaskShares,
 )
+from secagg.params import evaluate, hypergeometric_sf
 from secagg.prg import apply_masks, prg_slice
 from secagg.shamir import (
     PRIME,
@@ -98,6 +101,7 @@ F64 = npt.NDArray[np.float64]
 # Complete graphs (plain SecAgg) at the default policy floor t = floor((k + c) / 2) + 1, and a
 # SecAgg+ ring. Default policy: c = ceil(k/3) - 1 corrupt neighbours tolerated.
 CFG6 = RoundConfig(n=6, t=4, d=16)  # k=5, c=1: t >= 4
+COHORT6 = list(range(1, 7))  # simulate registers ids 1..n
 CFG8 = RoundConfig(n=8, t=5, d=16)  # k=7, c=2: t >= 5
 CFG10 = RoundConfig(n=10, t=6, d=16)  # k=9, c=2: t >= 6
 PLUS12 = RoundConfig(n=12, t=3, d=16, k=4)  # k=4, c=1: t >= 3
@@ -145,7 +149,7 @@ def test_sa01_victim_told_it_dropped_refuses() -> None:
     lists = coh.run_to(Stage.CONSISTENCY)
     victim = coh.clients[6]
     with pytest.raises(InconsistentView):
-        victim.receive(replace(lists[6], survivors=lists[6].survivors - {6}))
+        victim.receive(coh.survivors(6, lists[6].members(coh.cohort) - {6}))
     assert victim.state is ClientState.ABORTED
     with pytest.raises(UnexpectedMessage):  # terminal: even the true list is now refused
         victim.receive(lists[6])
@@ -159,7 +163,7 @@ def test_sa01_no_split_of_survivor_views_releases_both_shares_of_a_live_client()
     t, x = cfg.t, 6
     coh = make_cohort(cfg, seed=102)
     lists = coh.run_to(Stage.CONSISTENCY)
-    true_view = lists[1].survivors
+    true_view = lists[1].members(coh.cohort)
     false_view = true_view - {x}
     others = [u for u in coh.clients if u != x]
     # Each client signs each view it may be shown (fresh copies of its MASKED state).
@@ -167,7 +171,7 @@ def test_sa01_no_split_of_survivor_views_releases_both_shares_of_a_live_client()
     for u, c in coh.clients.items():
         for view in (true_view, false_view) if u != x else (true_view,):
             cc = copy.copy(c)
-            sig = cc.receive(SurvivorList(u, view))
+            sig = cc.receive(coh.survivors(u, view))
             assert isinstance(sig, ConsistencySignature)
             signed[u, view] = (cc, sig)
 
@@ -225,11 +229,11 @@ def _split_view_signatures(
 ) -> tuple[Cohort, dict[int, frozenset[int]], dict[int, ConsistencySignature]]:
     coh = make_cohort(CFG6, seed=seed)
     lists = coh.run_to(Stage.CONSISTENCY)
-    u3 = lists[1].survivors
+    u3 = lists[1].members(coh.cohort)
     view = {u: (u3 - {6} if u in (1, 2, 3) else u3) for u in coh.clients}
     sigs = {}
     for u, c in coh.clients.items():
-        sig = c.receive(SurvivorList(u, view[u]))
+        sig = c.receive(coh.survivors(u, view[u]))
         assert isinstance(sig, ConsistencySignature)
         sigs[u] = sig
     return coh, view, sigs
@@ -264,7 +268,7 @@ def test_sa02_reference_server_refuses_a_split_view() -> None:
 
     def split(stage: Stage, rcpt: int, msg: ServerMessage) -> ServerMessage:
         if isinstance(msg, SurvivorList) and rcpt in (1, 2, 3):
-            return replace(msg, survivors=msg.survivors - {6})
+            return SurvivorList.of(rcpt, COHORT6, msg.members(COHORT6) - {6})
         return msg
 
     with pytest.raises(InsufficientSurvivors):
@@ -278,7 +282,7 @@ def test_sa02_identical_views_complete() -> None:
 
     def same(stage: Stage, rcpt: int, msg: ServerMessage) -> ServerMessage:
         if isinstance(msg, SurvivorList):
-            return SurvivorList(rcpt, frozenset(msg.survivors))
+            return SurvivorList(rcpt, bytes(msg.bitmap))
         return msg
 
     res = simulate(CFG6, inputs, tamper=same)
@@ -398,15 +402,15 @@ def test_sa04b_low_order_mask_key_from_a_colluding_neighbour_aborts(point: bytes
     key list, so the graphs agree. Every honest client aborts with KeyAgreementError as soon as
     the key list arrives, before it sends a single share; the colluder itself goes on."""
     coh = make_cohort(CFG6, seed=404)
-    key_lists = coh.run_to(Stage.SHARE_KEYS)
-    real = next(e for e in key_lists[1].entries if e.sender == 2)
+    adverts = coh.advertise()
+    real = adverts[2]
     bad = signed_advert(coh.config, 2, coh.identities[2], c_pk=real.c_pk, s_pk=point)
-    entries = tuple(bad if e.sender == 2 else e for e in key_lists[1].entries)
     coh.clients[2]._advert = bad
-    assert isinstance(coh.clients[2].receive(KeyList(2, entries)), ShareKeys)
+    key_lists = relay_key_lists(coh.config, coh.registry, {**adverts, 2: bad})
+    assert isinstance(coh.clients[2].receive(key_lists[2]), ShareKeys)
     for u in (1, 3, 4, 5, 6):
         with pytest.raises(KeyAgreementError):
-            coh.clients[u].receive(KeyList(u, entries))
+            coh.clients[u].receive(key_lists[u])
         assert coh.clients[u].state is ClientState.ABORTED
 
 
@@ -477,12 +481,12 @@ def test_sa05_forged_entry_for_a_registered_absent_client_aborts() -> None:
     """SA-05: client 6 never took part; the server invents keys for it (it has no access to
     6's identity key) to pad the cohort. As a neighbour, 6 is verified: InvalidSignature."""
     coh = make_cohort(CFG6, seed=503)
-    key_lists = coh.run_to(Stage.SHARE_KEYS, drops={Stage.ADVERTISE_KEYS: [6]})
-    kl = key_lists[1]
-    assert {e.sender for e in kl.entries} == {1, 2, 3, 4, 5}
+    adverts = coh.advertise(skip=[6])
+    assert set(adverts) == {1, 2, 3, 4, 5}
     ghost = signed_advert(coh.config, 6, stranger("ghost"))
+    key_lists = relay_key_lists(coh.config, coh.registry, {**adverts, 6: ghost})
     with pytest.raises(InvalidSignature) as err:
-        coh.clients[1].receive(replace(kl, entries=(*kl.entries, ghost)))
+        coh.clients[1].receive(key_lists[1])
     assert err.value.culprit == 6
 
 
@@ -491,11 +495,11 @@ def test_sa05_registered_count_below_the_floor_aborts() -> None:
     InsufficientSurvivors, even though the threshold alone would still be met."""
     policy = replace(TEST_POLICY, min_cohort=7)
     coh = make_cohort(CFG8, seed=504, policy=policy)
-    kl = coh.run_to(Stage.SHARE_KEYS)[1]
-    six = tuple(e for e in kl.entries if e.sender not in (7, 8))
+    adverts = coh.advertise()
+    six = {u: a for u, a in adverts.items() if u not in (7, 8)}
     assert len(six) - 1 >= CFG8.t  # five neighbours would satisfy t = 5
     with pytest.raises(InsufficientSurvivors):
-        coh.clients[1].receive(replace(kl, entries=six))
+        coh.clients[1].receive(relay_key_lists(coh.config, coh.registry, six)[1])
 
 
 # =============================================================================================
@@ -519,10 +523,10 @@ def test_sa06_different_model_relayed_blindly_aborts_everyone() -> None:
     honest_cfg, crafted_cfg = _model_configs()
     coh = make_cohort(honest_cfg, seed=601, client_configs={3: crafted_cfg})
     adverts = coh.advertise()
-    entries = tuple(adverts[u] for u in sorted(adverts))
+    key_lists = relay_key_lists(honest_cfg, coh.registry, adverts)
     for u, c in coh.clients.items():
         with pytest.raises(InvalidSignature) as err:
-            c.receive(KeyList(u, entries))
+            c.receive(key_lists[u])
         if u != 3:
             assert err.value.culprit == 3
         assert c.state is ClientState.ABORTED
@@ -793,7 +797,7 @@ def test_sa09_replayed_survivor_list_is_caught_by_the_consistency_round() -> Non
     drops = {Stage.MASKED_INPUT: [6]}  # round r+1's U3 = {1..5}; round r's was {1..6}
     lists = new.run_to(Stage.CONSISTENCY, drops=drops)
     replayed = old.received[1][Stage.MASKED_INPUT]
-    assert replayed.survivors != lists[1].survivors
+    assert replayed.bitmap != lists[1].bitmap
     victim = new.clients[1]
     sig = victim.receive(replayed)
     with pytest.raises(InvalidSignature):
@@ -1017,24 +1021,26 @@ def test_sa12_client_refuses_inputs_it_cannot_encode() -> None:
 # SA-16: server-chosen neighbour graph
 
 
-def test_sa16_graph_is_independent_of_the_order_of_the_key_list() -> None:
-    """SA-16: the graph seed and the graph do not depend on the order of the server's list,
-    and each client's neighbour set equals the server's derivation."""
+@pytest.mark.parametrize("absent", [(), (7,)])
+def test_sa16_graph_is_derived_from_public_data(absent: tuple[int, ...]) -> None:
+    """SA-16 (SPEC.md D14): every client gets the same U1 bitmap and key root, its neighbours
+    are its ring neighbours (over the whole cohort) that are in U1, exactly as anyone derives
+    them from public data, and it receives O(k) key entries, not the whole list."""
     coh = make_cohort(PLUS12, seed=1601)
-    key_lists = coh.run_to(Stage.SHARE_KEYS)
-    kl = key_lists[1]
-    triples = [(e.sender, e.c_pk, e.s_pk) for e in kl.entries]
-    seed0 = graph_seed(coh.config.digest, triples)
-    graph0 = neighbour_graph([u for u, _, _ in triples], PLUS12.degree, seed0)
-    gen = np.random.default_rng(1601)
-    for _ in range(10):
-        perm = [triples[i] for i in gen.permutation(len(triples))]
-        seed = graph_seed(coh.config.digest, perm)
-        assert seed == seed0
-        assert neighbour_graph([u for u, _, _ in perm], PLUS12.degree, seed) == graph0
-    assert dict(coh.server.graph) == dict(graph0)
-    coh.finish(key_lists)
-    assert all(coh.clients[u].neighbours == graph0[u] for u in coh.clients)
+    key_lists = coh.run_to(Stage.SHARE_KEYS, drops={Stage.ADVERTISE_KEYS: absent})
+    u1 = sorted(set(range(1, 13)) - set(absent))
+    assert {kl.present for kl in key_lists.values()} == {key_lists[u1[0]].present}
+    assert {kl.key_root for kl in key_lists.values()} == {key_lists[u1[0]].key_root}
+    kl = key_lists[u1[0]]
+    assert kl.members(coh.cohort) == u1
+    seed = graph_seed(coh.config.digest, kl.present, kl.key_root)
+    graph = neighbour_graph(coh.cohort, PLUS12.degree, seed, present=u1)
+    assert dict(coh.server.graph) == dict(graph)
+    for u, m in key_lists.items():
+        assert [e.sender for e in m.entries] == sorted(graph[u] | {u})
+        assert len(m.entries) <= PLUS12.degree + 1
+    coh.finish(key_lists, drops={Stage.ADVERTISE_KEYS: absent})
+    assert all(coh.clients[u].neighbours == graph[u] for u in u1)
 
 
 def test_sa16_reordered_key_lists_complete() -> None:
@@ -1052,62 +1058,135 @@ def test_sa16_reordered_key_lists_complete() -> None:
     _assert_tolerated(res, inputs, set(range(1, 13)))
 
 
-def test_sa16_key_list_missing_a_neighbour_is_detected() -> None:
-    """SA-16: the server omits neighbour 2 from client 1's key list, so client 1 derives a
-    different graph. The reference server refuses 1's ShareKeys (InvalidMessage: not its
-    neighbours), and relayed genuine shares make client 1 abort (InvalidSignature: their
-    owners signed the true graph seed) before it masks anything."""
-    coh = make_cohort(CFG6, seed=1603)
+@pytest.mark.parametrize("kind", ["missing", "extra"])
+def test_sa16_key_list_without_exactly_the_neighbours_is_refused(kind: str) -> None:
+    """SA-16: a key list that omits one of the recipient's neighbours, or carries a
+    non-neighbour's entry, is refused (InconsistentView) before anything is sent."""
+    coh = make_cohort(PLUS12, seed=1603)
     key_lists = coh.run_to(Stage.SHARE_KEYS)
     kl = key_lists[1]
-    short = replace(kl, entries=tuple(e for e in kl.entries if e.sender != 2))
-    mine = coh.clients[1].receive(short)
-    assert isinstance(mine, ShareKeys)
-    with pytest.raises(InvalidMessage):
-        coh.server.receive(mine)
-    others = coh.answer({u: m for u, m in key_lists.items() if u != 1})
-    bundle = bundle_from(1, [m for u, m in others.items() if u != 2])
-    with pytest.raises(InvalidSignature):
-        coh.clients[1].receive(bundle)
+    nbrs = coh.server.graph[1]
+    if kind == "missing":
+        entries = tuple(e for e in kl.entries if e.sender != min(nbrs))
+    else:
+        stranger_id = min(set(range(2, 13)) - nbrs)
+        own = next(e for e in key_lists[stranger_id].entries if e.sender == stranger_id)
+        entries = (*kl.entries, own)
+    with pytest.raises(InconsistentView):
+        coh.clients[1].receive(replace(kl, entries=entries))
     assert coh.clients[1].state is ClientState.ABORTED
+    assert Stage.SHARE_KEYS not in coh.sent.get(1, {})
 
 
-def test_sa16_forged_keys_that_steer_a_victims_neighbourhood_are_caught() -> None:
-    """SA-16: on a SecAgg+ ring the server forges keys for non-neighbours of victim 1 and
-    grinds them until 1's derived neighbourhood is a set the server chose. The victim aborts
-    with InvalidSignature before masking: at the latest when its (true-seed) shares arrive,
-    because every signature binds the graph seed (SPEC.md D4, D6)."""
+def test_sa16_forged_entry_for_a_neighbour_is_caught() -> None:
+    """SA-16: the server puts a forged advertisement for one of the victim's neighbours into
+    the tree (signed by a stranger: it cannot sign as the neighbour) and grinds nothing else;
+    the victim verifies every neighbour's signature and aborts (InvalidSignature)."""
     coh = make_cohort(PLUS12, seed=1604)
-    key_lists = coh.run_to(Stage.SHARE_KEYS)
-    kl = key_lists[1]
-    true_nbrs = coh.server.graph[1]
-    # Two true neighbours (they hold shares for 1) and two strangers the server picked.
-    target = frozenset(sorted(true_nbrs)[:2] + sorted(set(range(2, 13)) - true_nbrs)[:2])
-    forge_ids = set(range(2, 13)) - target
-    real = {e.sender: e for e in kl.entries}
-    grind = DeterministicRandom("sa16-grind")
-    for _ in range(20_000):
-        fake = {}
-        for v in forge_ids:
-            c_pk, s_pk = bytearray(grind.bytes(32)), bytearray(grind.bytes(32))
-            c_pk[31] &= 0x7F
-            s_pk[31] &= 0x7F
-            fake[v] = replace(real[v], c_pk=bytes(c_pk), s_pk=bytes(s_pk))
-        entries = tuple(fake.get(u, real[u]) for u in sorted(real))
-        seed = graph_seed(coh.config.digest, [(e.sender, e.c_pk, e.s_pk) for e in entries])
-        if neighbour_graph(real, PLUS12.degree, seed)[1] == target:
+    adverts = coh.advertise()
+    honest = relay_key_lists(coh.config, coh.registry, adverts)
+    cfg = coh.config
+    for tag in range(200):  # find forged keys under which 2 is still 1's neighbour
+        forged = {**adverts, 2: signed_advert(cfg, 2, stranger("sa16"), tag=f"{tag}")}
+        lists = relay_key_lists(cfg, coh.registry, forged)
+        if 2 in {e.sender for e in lists[1].entries}:
             break
-    else:  # pragma: no cover - 1/330 per try
-        pytest.fail("grinding did not find the target neighbourhood")
-    victim = coh.clients[1]
-    others = coh.answer({u: m for u, m in key_lists.items() if u != 1})
+    else:  # pragma: no cover - probability (1 - 4/11)^200
+        pytest.fail("no forged tree kept 2 next to 1")
+    assert lists[1].key_root != honest[1].key_root
     with pytest.raises(InvalidSignature):
-        victim.receive(replace(kl, entries=entries))
-        # A client that checks only its neighbours' signatures (D6) gets this far; the
-        # neighbours it was steered to shared under the true seed.
-        victim.receive(bundle_from(1, [m for u, m in others.items() if u in target]))
-    assert victim.state is ClientState.ABORTED
-    assert Stage.MASKED_INPUT not in coh.sent[1]
+        coh.clients[1].receive(lists[1])
+    assert Stage.SHARE_KEYS not in coh.sent.get(1, {})
+
+
+def test_sa16_forged_entries_for_others_only_make_them_drop() -> None:
+    """SA-16 (SPEC.md D14): a server that forges the entries of honest clients 2 and 3 (to
+    change the seed) cannot show them a root without their own keys: each checks its own
+    entry's inclusion and aborts (InconsistentView), i.e. it drops out, which the parameters
+    count as an adversarial dropout. A victim shown the forged root whose neighbours shared
+    under the true root aborts before masking (their signatures bind the true seed)."""
+    coh = make_cohort(PLUS12, seed=1605)
+    adverts = coh.advertise()
+    cfg = coh.config
+    forged = {
+        **adverts,
+        **{v: signed_advert(cfg, v, stranger(f"sa16-{v}"), tag="x") for v in (2, 3)},
+    }
+    fake = relay_key_lists(cfg, coh.registry, forged)
+    for v in (2, 3):
+        with pytest.raises(InconsistentView):
+            coh.clients[v].receive(fake[v])
+    true_lists = relay_key_lists(cfg, coh.registry, adverts)
+    victim = 1
+    shares = {
+        u: coh.clients[u].receive(true_lists[u]) for u in range(4, 13)
+    }  # the others follow the true view
+    mine = coh.clients[victim].receive(fake[victim])
+    assert isinstance(mine, ShareKeys)
+    bundle = bundle_from(victim, [m for m in shares.values() if isinstance(m, ShareKeys)])
+    with pytest.raises((InvalidSignature, InvalidShare, InsufficientSurvivors)):
+        coh.clients[victim].receive(bundle)
+    assert coh.clients[victim].state is ClientState.ABORTED
+    assert Stage.MASKED_INPUT not in coh.sent.get(victim, {})
+
+
+@pytest.mark.parametrize("kind", ["precomputed", "wrong-place"])
+def test_sa16_root_without_the_recipients_own_keys_is_refused(kind: str) -> None:
+    """SA-16: the seed hashes every honest client's fresh keys because each checks its own
+    signed entry at its rank in U1. A root the server fixed before the client's keys existed
+    (its leaf is somebody else's), or a proof of the right leaf at another position, is
+    refused (InconsistentView): no graph can be precomputed."""
+    coh = make_cohort(PLUS12, seed=1606)
+    adverts = coh.advertise()
+    cfg = coh.config
+    lists = relay_key_lists(cfg, coh.registry, adverts)
+    if kind == "precomputed":
+        early = {**adverts, 1: signed_advert(cfg, 1, coh.identities[1], tag="before")}
+        bad = replace(relay_key_lists(cfg, coh.registry, early)[1], entries=lists[1].entries)
+    else:
+        bad = replace(lists[1], own_proof=lists[2].own_proof)
+    with pytest.raises(InconsistentView):
+        coh.clients[1].receive(bad)
+    assert Stage.SHARE_KEYS not in coh.sent.get(1, {})
+
+
+GRIND30 = RoundConfig(n=30, t=7, d=4, k=8)  # 2t - k = 6: six corrupt neighbours break a client
+
+
+def test_sa16_grinding_succeeds_only_at_the_rate_the_parameters_charge() -> None:
+    """SA-16 (SPEC.md D14): six colluders (ids 25..30) and the server regrind one colluder's
+    signed advertisement, a fresh seed per try. A try wins when some honest client has
+    2t - k = 6 corrupt neighbours (the privacy-failure event of ``secagg.params``). The rate
+    per try stays under the per-seed union bound the parameters use, a batch of B tries wins
+    at most B times as often (so charging 2^g tries is the right price), and the honest
+    clients accept a winning key list: grinding is bounded only by the count of tries."""
+    coh = make_cohort(GRIND30, seed=1607)
+    adverts = coh.advertise()
+    cfg, cohort = coh.config, coh.cohort
+    corrupt = set(range(25, 31))
+    honest = [u for u in cohort if u not in corrupt]
+    bound = len(honest) * hypergeometric_sf(29, 6, 8, 6)
+    tries, batch = 8192, 64
+    wins: list[int] = []
+    for i in range(tries):
+        trial = {**adverts, 30: signed_advert(cfg, 30, coh.identities[30], tag=f"grind{i}")}
+        lists = relay_key_lists(cfg, coh.registry, trial)
+        seed = graph_seed(cfg.digest, lists[1].present, lists[1].key_root)
+        ring = Ring(cohort, cfg.degree, seed)
+        if any(len(ring.neighbours(u) & corrupt) >= 6 for u in honest):
+            wins.append(i)
+            winning = lists
+    rate = len(wins) / tries
+    assert 1 <= len(wins) <= bound * tries + 5 * math.sqrt(bound * tries)
+    batches = {i // batch for i in wins}
+    batch_rate = len(batches) / (tries // batch)
+    assert rate < batch_rate <= min(1.0, batch * bound) + 0.05
+    # What the parameters charge per seed bounds one try; 2^13 tries are charged in full.
+    assert evaluate(30, 8, 7, 0.0, 0.2, grinding_bits=0.0)[1] >= rate
+    assert evaluate(30, 8, 7, 0.0, 0.2, grinding_bits=math.log2(tries))[1] == 1.0
+    # The ground key lists are well-formed: every honest client accepts its own.
+    for u in honest:
+        assert isinstance(coh.clients[u].receive(winning[u]), ShareKeys)
 
 
 # =============================================================================================
@@ -1141,9 +1220,9 @@ def test_sa17_client_refuses_a_tiny_survivor_list() -> None:
     coh = make_cohort(CFG10, seed=1711)
     lists = coh.run_to(Stage.CONSISTENCY)
     with pytest.raises(InsufficientSurvivors):
-        coh.clients[1].receive(SurvivorList(1, frozenset({1, 2, 3})))
+        coh.clients[1].receive(coh.survivors(1, {1, 2, 3}))
     assert coh.clients[1].state is ClientState.ABORTED
-    assert lists[1].survivors == frozenset(range(1, 11))
+    assert lists[1].members(coh.cohort) == frozenset(range(1, 11))
 
 
 def test_sa17_too_few_unmask_shares_abort_with_no_output() -> None:
@@ -1253,4 +1332,4 @@ def test_sa19_second_masked_input_request_is_refused(second: str) -> None:
     with pytest.raises(UnexpectedMessage):
         client.set_input(np.zeros(CFG6.d, dtype=np.uint32))
     with pytest.raises(UnexpectedMessage):
-        client.receive(SurvivorList(1, frozenset(range(1, 7))))
+        client.receive(coh.survivors(1, range(1, 7)))

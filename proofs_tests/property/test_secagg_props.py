@@ -190,8 +190,10 @@ def test_aggregate_or_abort_exactly_as_the_spec_says(
         result = None
     u1 = frozenset(u for u in range(1, config.n + 1) if drop_from.get(u, 9) > 0)
     if "keys" in seen:
-        entries = [(e.sender, e.c_pk, e.s_pk) for e in seen["keys"].entries]
-        graph = neighbour_graph(u1, config.degree, graph_seed(config.digest, entries))
+        kl = seen["keys"]
+        graph = neighbour_graph(
+            u1, config.degree, graph_seed(config.digest, kl.present, kl.key_root)
+        )
     else:  # the server aborted before sending keys: only the size of U1 matters
         graph = {u: u1 - {u} for u in u1}
     expected = _expected_outcome(graph, config.n, config.t, drop_from, ClientPolicy().min_cohort)

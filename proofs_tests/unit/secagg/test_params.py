@@ -226,3 +226,27 @@ def test_below_the_smallest_cohort_there_is_no_choice() -> None:
         parameters_for_policy(2, 0.1)
     tiny = parameters_for_policy(3, 0.1)
     assert (tiny.k, tiny.t, tiny.meets_targets) == (2, 2, False)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(min_value=40, max_value=5000),
+    g=st.floats(min_value=0.0, max_value=60.0),
+)
+def test_grinding_multiplies_the_ring_privacy_failure_by_the_tries(n: int, g: float) -> None:
+    """SPEC.md D14: 2^g seeds tried charge exactly 2^g times one seed's privacy failure on a
+    ring (capped at 1), nothing on the complete graph, and never lower the chosen degree."""
+    k = min(2 * math.ceil(math.log2(n)) + 10, n - 2) // 2 * 2
+    t = k // 2 + k // 4 + 1
+    f0, p0 = evaluate(n, k, t, 0.05, 0.05, grinding_bits=0.0)
+    f1, p1 = evaluate(n, k, t, 0.05, 0.05, grinding_bits=g)
+    assert f0 == f1
+    assert p1 == pytest.approx(min(1.0, p0 * 2.0**g), rel=1e-9, abs=1e-300)
+    assert evaluate(n, n - 1, n - 1, 0.05, 0.05, grinding_bits=g) == evaluate(
+        n, n - 1, n - 1, 0.05, 0.05, grinding_bits=0.0
+    )
+    if n >= 100:
+        assert (
+            choose_parameters(n, 0.05, 0.05, grinding_bits=g).k
+            >= choose_parameters(n, 0.05, 0.05, grinding_bits=0.0).k
+        )

@@ -20,7 +20,16 @@ from secagg import (
     unpack_bits,
 )
 from secagg._crypto import aead_open, aead_seal, ed25519_public, ed25519_sign, ed25519_verify
-from secagg.graph import graph_seed, neighbour_graph, neighbours_of
+from secagg.graph import (
+    LABEL_KEY_TREE,
+    bitmap_members,
+    cohort_bitmap,
+    graph_seed,
+    key_leaf,
+    neighbour_graph,
+    neighbours_of,
+)
+from secagg.merkle import MerkleTree
 from secagg.prg import apply_masks, prg_slice
 
 
@@ -135,9 +144,17 @@ def test_randomized_rounding_is_unbiased() -> None:
 
 
 def test_graph_is_deterministic_regular_and_order_free() -> None:
-    entries = [(u, os.urandom(32), os.urandom(32)) for u in range(1, 41)]
-    seed = graph_seed(b"c" * 32, entries)
-    assert seed == graph_seed(b"c" * 32, list(reversed(entries)))
+    """SPEC.md D14: the seed binds the config, the U1 bitmap and the key root; the ring is a
+    function of the seed and the set of ids only."""
+    cohort = list(range(1, 41))
+    entries = [(u, os.urandom(32), os.urandom(32)) for u in cohort]
+    bitmap = cohort_bitmap(cohort, cohort)
+    root = MerkleTree(LABEL_KEY_TREE, [key_leaf(u, c, s_, bytes(64)) for u, c, s_ in entries]).root
+    seed = graph_seed(b"c" * 32, bitmap, root)
+    assert seed != graph_seed(b"d" * 32, bitmap, root)
+    assert seed != graph_seed(b"c" * 32, cohort_bitmap(cohort, cohort[1:]), root)
+    assert seed != graph_seed(b"c" * 32, bitmap, bytes(32))
+    assert bitmap_members(cohort, bitmap) == cohort
     g = neighbour_graph([u for u, _, _ in entries], 8, seed)
     assert all(len(nb) == 8 and u not in nb for u, nb in g.items())
     assert all(u in g[v] for u, nb in g.items() for v in nb)  # symmetric
@@ -147,3 +164,24 @@ def test_graph_is_deterministic_regular_and_order_free() -> None:
     full = neighbour_graph(range(1, 6), 10, seed)
     assert neighbours_of(range(1, 6), 10, seed, 3) == full[3]
     assert all(nb == frozenset(range(1, 6)) - {u} for u, nb in full.items())
+
+
+def test_masked_input_signs_a_domain_separated_digest() -> None:
+    """SPEC.md D5: the upload's signed payload is one SHA-256 over a label, the sender, the
+    length-prefixed commitment and the vector: 32 bytes, changed by any of them, and never
+    equal to another message's payload for the same bytes."""
+    import hashlib
+
+    from secagg.messages import LABEL_MASKED_DIGEST, MaskedInput
+
+    vec = np.arange(1000, dtype=np.uint32)
+    base = MaskedInput(7, vec, b"", b"")
+    p = base.signed_payload()
+    raw = (7).to_bytes(4, "big") + vec.astype("<u4").tobytes()
+    assert p == hashlib.sha256(LABEL_MASKED_DIGEST + raw).digest()
+    assert len(p) == 32 and p != hashlib.sha256(raw).digest()
+    assert MaskedInput(8, vec, b"", b"").signed_payload() != p
+    bumped = vec.copy()
+    bumped[999] += 1
+    assert MaskedInput(7, bumped, b"", b"").signed_payload() != p
+    assert MaskedInput(7, vec, b"", b"c").signed_payload() != p

@@ -236,25 +236,41 @@ class AwaitRequest(_message.Message):
     stage: Stage
     def __init__(self, round: _Optional[int] = ..., session_id: _Optional[bytes] = ..., client_id: _Optional[int] = ..., stage: _Optional[_Union[Stage, str]] = ...) -> None: ...
 
+class Proof(_message.Message):
+    __slots__ = ("index", "siblings")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    SIBLINGS_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    siblings: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, index: _Optional[int] = ..., siblings: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
 class KeyList(_message.Message):
-    __slots__ = ("entries",)
+    __slots__ = ("entries", "present", "key_root", "own_proof")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    PRESENT_FIELD_NUMBER: _ClassVar[int]
+    KEY_ROOT_FIELD_NUMBER: _ClassVar[int]
+    OWN_PROOF_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[AdvertiseEntry]
-    def __init__(self, entries: _Optional[_Iterable[_Union[AdvertiseEntry, _Mapping]]] = ...) -> None: ...
+    present: bytes
+    key_root: bytes
+    own_proof: Proof
+    def __init__(self, entries: _Optional[_Iterable[_Union[AdvertiseEntry, _Mapping]]] = ..., present: _Optional[bytes] = ..., key_root: _Optional[bytes] = ..., own_proof: _Optional[_Union[Proof, _Mapping]] = ...) -> None: ...
 
 class ForwardedShare(_message.Message):
-    __slots__ = ("owner", "ciphertext", "b_commitment", "share_digests", "signature")
+    __slots__ = ("owner", "ciphertext", "b_commitment", "signature", "digest", "digest_proof")
     OWNER_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
     B_COMMITMENT_FIELD_NUMBER: _ClassVar[int]
-    SHARE_DIGESTS_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_PROOF_FIELD_NUMBER: _ClassVar[int]
     owner: int
     ciphertext: bytes
     b_commitment: bytes
-    share_digests: _containers.RepeatedCompositeFieldContainer[ShareDigest]
     signature: bytes
-    def __init__(self, owner: _Optional[int] = ..., ciphertext: _Optional[bytes] = ..., b_commitment: _Optional[bytes] = ..., share_digests: _Optional[_Iterable[_Union[ShareDigest, _Mapping]]] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    digest: ShareDigest
+    digest_proof: Proof
+    def __init__(self, owner: _Optional[int] = ..., ciphertext: _Optional[bytes] = ..., b_commitment: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., digest: _Optional[_Union[ShareDigest, _Mapping]] = ..., digest_proof: _Optional[_Union[Proof, _Mapping]] = ...) -> None: ...
 
 class ShareBundle(_message.Message):
     __slots__ = ("shares",)
@@ -269,10 +285,10 @@ class CheckRequest(_message.Message):
     def __init__(self, seed: _Optional[bytes] = ...) -> None: ...
 
 class SurvivorList(_message.Message):
-    __slots__ = ("survivors",)
-    SURVIVORS_FIELD_NUMBER: _ClassVar[int]
-    survivors: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, survivors: _Optional[_Iterable[int]] = ...) -> None: ...
+    __slots__ = ("bitmap",)
+    BITMAP_FIELD_NUMBER: _ClassVar[int]
+    bitmap: bytes
+    def __init__(self, bitmap: _Optional[bytes] = ...) -> None: ...
 
 class SignatureEntry(_message.Message):
     __slots__ = ("signer", "signature")
