@@ -77,7 +77,7 @@ from secagg._errors import (
 )
 from secagg._rng import RandomSource, SystemRandom
 from secagg.config import ClientPolicy, RoundConfig
-from secagg.graph import LABEL_KEY_TREE, Ring, graph_seed, key_leaf
+from secagg.graph import LABEL_KEY_TREE, Ring, bitmap_mask, graph_seed, key_leaf
 from secagg.merkle import root_from, verify_inclusion
 from secagg.messages import (
     LABEL_DIGEST_TREE,
@@ -165,7 +165,9 @@ class SecAggClient:
         self.neighbours: frozenset[int] = frozenset()
         self._ring: Ring | None = None
         self._u3_bitmap = b""
-        self._u1: frozenset[int] = frozenset()  # who advertised keys (U1): U3 must lie inside
+        # Who advertised keys (U1), a mask over the cohort: U3 must lie inside.
+        self._u1_mask: npt.NDArray[np.bool_] = np.zeros(0, dtype=np.bool_)
+        self._cohort_ids: npt.NDArray[np.int64] | None = None
         self._held: dict[int, tuple[int, int]] = {}  # owner -> (y_s, y_b) this client holds
         self._survivors: frozenset[int] = frozenset()
         # Verified rounds only, from MaskedInput to CHECK: what the proof needs.
@@ -247,14 +249,24 @@ class SecAggClient:
         self._upload = None
         self._mask_keys = None
 
-    def _cohort(self) -> list[int]:
-        """Every registered id, sorted: the positions of the round's bitmaps (SPEC.md D14)."""
-        cohort = sorted(self._registry)
-        if len(cohort) != self.config.n:
-            raise PolicyViolation(
-                f"the registry has {len(cohort)} members but the round says n={self.config.n}"
-            )
-        return cohort
+    def _cohort(self) -> npt.NDArray[np.int64]:
+        """Every registered id, sorted: the positions of the round's bitmaps (SPEC.md D14).
+        Built once per round: O(n) in C, never a per-message Python loop over the cohort."""
+        if self._cohort_ids is None:
+            if len(self._registry) != self.config.n:
+                raise PolicyViolation(
+                    f"the registry has {len(self._registry)} members but the round says "
+                    f"n={self.config.n}"
+                )
+            self._cohort_ids = np.array(sorted(self._registry), dtype=np.int64)
+        return self._cohort_ids
+
+    def _index(self, u: int) -> int:
+        """``u``'s position in the cohort (``u`` must be registered)."""
+        return int(np.searchsorted(self._cohort(), u))
+
+    def _in_u1(self, u: int) -> bool:
+        return u in self._registry and bool(self._u1_mask[self._index(u)])
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -285,21 +297,22 @@ class SecAggClient:
         # committed by a Merkle root, and this client gets only its neighbours' entries.
         cohort = self._cohort()
         try:
-            u1 = msg.members(cohort)
+            u1 = bitmap_mask(cohort.size, msg.present)
         except ValueError as exc:
             raise InvalidMessage(f"malformed U1 bitmap: {exc}", culprit=0) from None
-        if self.id not in u1:
+        me = self._index(self.id)
+        if not u1[me]:
             raise InconsistentView("the key list does not carry this client's own keys")
-        if len(u1) < self.policy.min_cohort:
-            raise InsufficientSurvivors(f"only {len(u1)} clients advertised keys")
+        count = int(np.count_nonzero(u1))
+        if count < self.policy.min_cohort:
+            raise InsufficientSurvivors(f"only {count} clients advertised keys")
         # Its own signed entry must be in the committed tree, at its rank in U1: every honest
         # client checks this, so the graph seed depends on every honest client's fresh keys.
-        rank = {u: i for i, u in enumerate(u1)}
-        if msg.own_proof.index != rank[self.id]:
+        if msg.own_proof.index != int(np.count_nonzero(u1[:me])):
             raise InconsistentView("this client's key entry is proven at the wrong place")
         a = self._advert
         verify_inclusion(
-            LABEL_KEY_TREE, msg.key_root, len(u1), key_leaf(a.sender, a.c_pk, a.s_pk, a.signature),
+            LABEL_KEY_TREE, msg.key_root, count, key_leaf(a.sender, a.c_pk, a.s_pk, a.signature),
             msg.own_proof,
         )  # fmt: skip
         self._seed = graph_seed(cfg.digest, msg.present, msg.key_root)
@@ -345,7 +358,7 @@ class SecAggClient:
                 raise InvalidMessage(f"client {v} reuses a public key (replay)", culprit=v)
             seen_pks |= {e.c_pk, e.s_pk}
         self._keys = {v: keys[v] for v in self.neighbours}
-        self._u1 = frozenset(u1)
+        self._u1_mask = u1
 
         # §4.2: share s_sk and b among the neighbours.
         session = cfg.session_id
@@ -402,7 +415,7 @@ class SecAggClient:
         # The owner signed the root of its digests, one per holder in holder order (SPEC.md
         # D14): this holder's digest, at its rank among the owner's neighbours, must lead there.
         assert self._ring is not None
-        if u not in self._u1:
+        if not self._in_u1(u):
             raise InvalidShare(f"client {u} is not in U1", culprit=0)
         holders = sorted(self._ring.neighbours(u))
         if fs.digest.holder != self.id or self.id not in holders:
@@ -505,30 +518,34 @@ class SecAggClient:
 
     def _on_survivors(self, msg: SurvivorList) -> ConsistencySignature:
         cfg = self.config
+        cohort = self._cohort()
         try:
-            u3 = msg.members(self._cohort())
+            u3 = bitmap_mask(cohort.size, msg.bitmap)
         except ValueError as exc:
             raise InvalidMessage(f"malformed survivor bitmap: {exc}", culprit=0) from None
-        if self.id not in u3:
+        if not u3[self._index(self.id)]:
             raise InconsistentView("this client is missing from the survivor list")
-        # U3 must lie inside U1 (registered ids whose signed keys this client saw), or the server
-        # could pad U3 past min_cohort with ids that never took part (SPEC.md D13).
-        outside = u3 - self._u1
-        if outside or not u3 <= self._registry.keys():
+        # U3 must lie inside U1 (registered ids in the key tree this client checked), or the
+        # server could pad U3 past min_cohort with ids that never took part (SPEC.md D13). Both
+        # are bitmaps over the registry, so an unregistered id cannot even be named.
+        outside = np.flatnonzero(u3 & ~self._u1_mask)
+        if outside.size:
+            shown = [int(cohort[i]) for i in outside[:10].tolist()]
             raise InconsistentView(
-                f"survivors {sorted(outside)} never advertised keys in this round (U3 not in U1)"
+                f"survivors {shown} never advertised keys in this round (U3 not in U1)"
             )
-        near = u3 & self.neighbours
+        size = int(np.count_nonzero(u3))
+        near = frozenset(v for v in self.neighbours if u3[self._index(v)])
         unknown = near - self._held.keys()
         if unknown:
             raise InconsistentView(
                 f"survivors {sorted(unknown)} never shared keys with this client (U3 not in U2)"
             )
-        if len(near) < cfg.t or len(u3) < self.policy.min_cohort:
+        if len(near) < cfg.t or size < self.policy.min_cohort:
             raise InsufficientSurvivors(
-                f"{len(u3)} survivors ({len(near)} neighbours): below t={cfg.t} or the minimum"
+                f"{size} survivors ({len(near)} neighbours): below t={cfg.t} or the minimum"
             )
-        self._survivors = u3
+        self._survivors = near  # the survivors this client deals with: its neighbours
         self._u3_bitmap = msg.bitmap
         payload = _derive.consistency_payload(self._seed, msg.bitmap)
         sig = ed25519_sign(self._identity, LABEL_CONSISTENCY, cfg.digest, payload)

@@ -191,9 +191,9 @@ def test_aggregate_or_abort_exactly_as_the_spec_says(
     u1 = frozenset(u for u in range(1, config.n + 1) if drop_from.get(u, 9) > 0)
     if "keys" in seen:
         kl = seen["keys"]
-        graph = neighbour_graph(
-            u1, config.degree, graph_seed(config.digest, kl.present, kl.key_root)
-        )
+        seed = graph_seed(config.digest, kl.present, kl.key_root)
+        # The ring is over the whole cohort; U1 only decides who is present (SPEC.md D14).
+        graph = neighbour_graph(range(1, config.n + 1), config.degree, seed, present=u1)
     else:  # the server aborted before sending keys: only the size of U1 matters
         graph = {u: u1 - {u} for u in u1}
     expected = _expected_outcome(graph, config.n, config.t, drop_from, ClientPolicy().min_cohort)
