@@ -44,7 +44,9 @@ __all__ = ["OneShotClient", "check_member_keys", "share_ad", "share_key"]
 _U32 = struct.Struct(">I")
 
 
-def share_key(cfg: OneShotConfig, shared: bytes, client: int, member: int, eph: bytes, pk: bytes) -> bytes:
+def share_key(
+    cfg: OneShotConfig, shared: bytes, client: int, member: int, eph: bytes, pk: bytes
+) -> bytes:
     """The AEAD key of one (client, member) share, bound to the round and both keys."""
     info = LABEL_SHARE_KEY + cfg.digest + _U32.pack(client) + _U32.pack(member) + eph + pk
     return hkdf(shared, info, 32)
@@ -128,13 +130,17 @@ class OneShotClient:
         shares = []
         for j, k in enumerate(member_keys):
             plain = pack_residues((per_prime[0][j], per_prime[1][j]), ring.residue_bits)
-            key = share_key(cfg, x25519_agree(eph, k.public_key), self.client_id, k.member_id,
-                            eph_pk, k.public_key)
+            key = share_key(
+                cfg,
+                x25519_agree(eph, k.public_key),
+                self.client_id,
+                k.member_id,
+                eph_pk,
+                k.public_key,
+            )
             shares.append(aead_seal(key, plain, share_ad(cfg, self.client_id, k.member_id), rng))
         assert cfg.session_id is not None
-        up = OneShotUpload(
-            cfg.session_id, cfg.round, self.client_id, masked, eph_pk, tuple(shares)
-        )
+        up = OneShotUpload(cfg.session_id, cfg.round, self.client_id, masked, eph_pk, tuple(shares))
         sig = ed25519_sign(self.identity, LABEL_UPLOAD, cfg.digest, up.payload())
         return OneShotUpload(
             cfg.session_id, cfg.round, self.client_id, masked, eph_pk, tuple(shares), sig

@@ -22,7 +22,14 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from secagg._crypto import aead_open, ed25519_sign, ed25519_verify, x25519_agree, x25519_keypair
+from secagg._crypto import (
+    aead_open,
+    ed25519_sign,
+    ed25519_verify,
+    sha256,
+    x25519_agree,
+    x25519_keypair,
+)
 from secagg._errors import (
     EncodingError,
     InvalidShare,
@@ -31,7 +38,6 @@ from secagg._errors import (
     PolicyViolation,
 )
 from secagg._rng import RandomSource, SystemRandom
-from secagg._crypto import sha256
 from secagg.oneshot._errors import Complaint, EquivocationRefused, ReleaseRefused
 from secagg.oneshot.client import share_ad, share_key
 from secagg.oneshot.config import OneShotConfig
@@ -92,7 +98,9 @@ class CommitteeMember:
     def _state(self, session_id: bytes, round_: int) -> _RoundState:
         key = (session_id, round_)
         if key in self._closed:
-            raise EquivocationRefused("this member already answered for that round", party=self.member_id)
+            raise EquivocationRefused(
+                "this member already answered for that round", party=self.member_id
+            )
         st = self._rounds.get(key)
         if st is None:
             raise ReleaseRefused("this member holds no key for that round", party=self.member_id)
@@ -125,7 +133,9 @@ class CommitteeMember:
         st = self._state(req.session_id, req.round)
         cfg = st.config
         if st.signed is not None:
-            raise EquivocationRefused("this member already signed a set this round", party=self.member_id)
+            raise EquivocationRefused(
+                "this member already signed a set this round", party=self.member_id
+            )
         inc = req.included
         self._check_set(cfg, inc)
         if tuple(s.client_id for s in req.shares) != inc:
@@ -142,8 +152,12 @@ class CommitteeMember:
                 if s.share_digests[32 * (pos - 1) : 32 * pos] != sha256(s.sealed):
                     raise InvalidShare("the share is not the one the client signed")
                 ed25519_verify(
-                    self.registry[s.client_id], s.signature, LABEL_UPLOAD, cfg.digest,
-                    s.payload(), who=s.client_id,
+                    self.registry[s.client_id],
+                    s.signature,
+                    LABEL_UPLOAD,
+                    cfg.digest,
+                    s.payload(),
+                    who=s.client_id,
                 )
                 shared = x25519_agree(st.key, s.ephemeral)
                 k = share_key(cfg, shared, s.client_id, self.member_id, s.ephemeral, st.public)
@@ -156,20 +170,25 @@ class CommitteeMember:
                 acc[i] = (acc[i] + r[i]) % np.uint64(q)
         if bad:
             st.checked, st.sums = None, None
-            raise Complaint(f"member {self.member_id}: bad shares from {bad}", bad, party=self.member_id)
+            raise Complaint(
+                f"member {self.member_id}: bad shares from {bad}", bad, party=self.member_id
+            )
         st.checked, st.sums = inc, (acc[0], acc[1])
 
     def _check_set(self, cfg: OneShotConfig, inc: tuple[int, ...]) -> None:
         floor = max(self.min_cohort, cfg.min_cohort)
         if len(inc) < floor:
             raise ReleaseRefused(
-                f"a set of {len(inc)} clients is below the minimum cohort {floor}", party=self.member_id
+                f"a set of {len(inc)} clients is below the minimum cohort {floor}",
+                party=self.member_id,
             )
         if list(inc) != sorted(set(inc)):
             raise ReleaseRefused("the set must be sorted and distinct", party=self.member_id)
         unknown = [u for u in inc if u not in self.registry]
         if unknown:
-            raise ReleaseRefused(f"unregistered clients {unknown[:5]} in the set", party=self.member_id)
+            raise ReleaseRefused(
+                f"unregistered clients {unknown[:5]} in the set", party=self.member_id
+            )
 
     def sign(self, session_id: bytes, round_: int, included: tuple[int, ...]) -> SetSignature:
         """Sign ``included`` (once per round, and only the set this member last checked)."""
@@ -187,7 +206,9 @@ class CommitteeMember:
         st = self._state(req.session_id, req.round)
         cfg = st.config
         if st.signed is None or st.signed != req.included:
-            raise EquivocationRefused("release asked for a set this member did not sign", party=self.member_id)
+            raise EquivocationRefused(
+                "release asked for a set this member did not sign", party=self.member_id
+            )
         payload = set_payload(req.included)
         good: set[int] = set()
         for sg in req.signatures:
@@ -195,7 +216,11 @@ class CommitteeMember:
                 continue
             try:
                 ed25519_verify(
-                    self.registry[sg.member_id], sg.signature, LABEL_SET, cfg.digest, payload,
+                    self.registry[sg.member_id],
+                    sg.signature,
+                    LABEL_SET,
+                    cfg.digest,
+                    payload,
                     who=sg.member_id,
                 )
             except (InvalidSignature, KeyError):
@@ -208,7 +233,10 @@ class CommitteeMember:
             )
         assert st.sums is not None and cfg.session_id is not None
         out = ShareSum(
-            self.member_id, cfg.session_id, cfg.round, req.included,
+            self.member_id,
+            cfg.session_id,
+            cfg.round,
+            req.included,
             pack_residues(st.sums, cfg.ring.residue_bits),
         )
         self.forget(req.session_id, req.round)
@@ -218,4 +246,3 @@ class CommitteeMember:
         """Drop a round's key and sums; the member never answers for it again."""
         self._rounds.pop((session_id, round_), None)
         self._closed.add((session_id, round_))
-

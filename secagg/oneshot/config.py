@@ -56,8 +56,8 @@ def choose_ring(n: int, plaintext_bits: int) -> RingParams:
     delta_min = (2 * error_bound(n) + 1) << SPARE_BITS
     need = (1 << plaintext_bits) * delta_min
     bits = need.bit_length()
-    b1 = max(14, (bits + 1) // 2)
-    b2 = max(14, bits - b1 + 1)
+    b1 = max(16, (bits + 1) // 2)
+    b2 = max(16, bits - b1 + 1)
     p1 = ntt_prime_below(b1, 2 * RING_DIM)
     p2 = ntt_prime_below(b2, 2 * RING_DIM, 1 if b2 == b1 else 0)
     while p1 * p2 < need:

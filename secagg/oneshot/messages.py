@@ -86,7 +86,9 @@ class OneShotUpload:
         return b"".join(sha256(s) for s in self.shares)
 
     def payload(self) -> bytes:
-        return upload_payload(self.client_id, self.ephemeral, sha256(self.masked), self.share_digests)
+        return upload_payload(
+            self.client_id, self.ephemeral, sha256(self.masked), self.share_digests
+        )
 
     def share_for(self, position: int) -> ShareForMember:
         """What the committee member at ``position`` (1-based) sees of this upload."""
@@ -113,7 +115,9 @@ class ShareForMember:
     signature: bytes
 
     def payload(self) -> bytes:
-        return upload_payload(self.client_id, self.ephemeral, self.masked_digest, self.share_digests)
+        return upload_payload(
+            self.client_id, self.ephemeral, self.masked_digest, self.share_digests
+        )
 
 
 @dataclass(frozen=True, slots=True)

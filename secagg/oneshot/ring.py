@@ -110,9 +110,7 @@ class NttTables:
         psi_inv = pow(psi, -1, q)
         n_inv = pow(n, -1, q)
         self.twist = np.array([pow(psi, i, q) for i in range(n)], dtype=np.uint64)
-        self.untwist = np.array(
-            [pow(psi_inv, i, q) * n_inv % q for i in range(n)], dtype=np.uint64
-        )
+        self.untwist = np.array([pow(psi_inv, i, q) * n_inv % q for i in range(n)], dtype=np.uint64)
         bits = n.bit_length() - 1
         self.bitrev = np.array(
             [int(format(i, f"0{bits}b")[::-1], 2) for i in range(n)], dtype=np.int64
@@ -218,7 +216,9 @@ def _aes_stream(key: bytes) -> Cipher[modes.CTR]:
     return Cipher(algorithms.AES(key), modes.CTR(bytes(16)))
 
 
-def uniform_mod(q: int, count: int, *, key: bytes | None = None, rng: RandomSource | None = None) -> U64:
+def uniform_mod(
+    q: int, count: int, *, key: bytes | None = None, rng: RandomSource | None = None
+) -> U64:
     """``count`` residues uniform on [0, q), exactly, by rejection on ``bits(q)``-bit words:
     from AES-256-CTR under ``key`` (public, reproducible) or from ``rng`` (secret)."""
     if (key is None) == (rng is None):
@@ -258,8 +258,8 @@ def cbd_errors(count: int, rng: RandomSource) -> I64:
     enc = _aes_stream(rng.bytes(32)).encryptor()
     w = np.frombuffer(enc.update(bytes(8 * count)), dtype="<u8")
     m = np.uint64((1 << CBD_ETA) - 1)
-    a = np.bitwise_count(w & m).astype(np.int64)
-    b = np.bitwise_count((w >> np.uint64(CBD_ETA)) & m).astype(np.int64)
+    a: I64 = np.bitwise_count(w & m).astype(np.int64)
+    b: I64 = np.bitwise_count((w >> np.uint64(CBD_ETA)) & m).astype(np.int64)
     return a - b
 
 

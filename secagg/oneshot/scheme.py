@@ -50,7 +50,9 @@ def public_a_hat(cfg: OneShotConfig) -> tuple[U64, U64]:
 
 
 def pack_residues(r: tuple[U64, U64], bits: tuple[int, int]) -> bytes:
-    return b"".join(pack_bits(x.reshape(-1).astype(np.uint32), b) for x, b in zip(r, bits, strict=True))
+    return b"".join(
+        pack_bits(x.reshape(-1).astype(np.uint32), b) for x, b in zip(r, bits, strict=True)
+    )
 
 
 def unpack_residues(
@@ -115,4 +117,5 @@ def unmask(
     reach = included * cfg.encoding.max_abs
     if np.any(np.abs(x[: cfg.d]) > reach) or np.any(x[cfg.d :]):
         raise UnmaskFailed("the unmasked sum is out of range: some upload is inconsistent")
-    return x[: cfg.d].copy()
+    out: I64 = x[: cfg.d].astype(np.int64)
+    return out

@@ -82,7 +82,6 @@ class OneShotAggregator:
         self._included: tuple[int, ...] | None = None
         self._signatures: dict[int, SetSignature] = {}
         self._sums: dict[int, tuple[U64, U64]] = {}
-        self._signing = False
         self._digests: dict[int, bytes] = {}
 
     @property
@@ -102,7 +101,9 @@ class OneShotAggregator:
             if (up.session_id, up.round) != (cfg.session_id, cfg.round):
                 raise InvalidUpload("an upload for another round")
             if len(up.masked) != cfg.masked_bytes:
-                raise InvalidUpload(f"masked chunks are {len(up.masked)} bytes, not {cfg.masked_bytes}")
+                raise InvalidUpload(
+                    f"masked chunks are {len(up.masked)} bytes, not {cfg.masked_bytes}"
+                )
             want = cfg.share_plain_bytes + _SEALED_OVERHEAD
             if len(up.shares) != len(cfg.committee) or any(len(s) != want for s in up.shares):
                 raise InvalidUpload("wrong number or size of sealed shares")
@@ -138,7 +139,7 @@ class OneShotAggregator:
 
     def check_request(self, member: int) -> CheckRequest:
         """What ``member`` must check: the set and each included client's share for it."""
-        if self._included is None or self._signing:
+        if self._included is None:
             raise UnexpectedMessage("no set to check")
         pos = self.config.position(member)
         cfg = self.config
@@ -164,10 +165,13 @@ class OneShotAggregator:
         if sig.member_id not in cfg.committee:
             raise UnexpectedMessage(f"{sig.member_id} is not on the committee")
         ed25519_verify(
-            self.registry[sig.member_id], sig.signature, LABEL_SET, cfg.digest,
-            set_payload(self._included), who=sig.member_id,
+            self.registry[sig.member_id],
+            sig.signature,
+            LABEL_SET,
+            cfg.digest,
+            set_payload(self._included),
+            who=sig.member_id,
         )
-        self._signing = True
         self._signatures[sig.member_id] = sig
 
     def release_request(self) -> ReleaseRequest:

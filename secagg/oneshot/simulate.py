@@ -68,11 +68,19 @@ def simulate_oneshot(
     if config.session_id is None:
         config = config.with_session(root.bytes(16))
     assert config.session_id is not None
-    ids = {u: Ed25519PrivateKey.from_private_bytes(rng(f"id/{u}").bytes(32)) for u in range(1, n + 1)}
+    ids = {
+        u: Ed25519PrivateKey.from_private_bytes(rng(f"id/{u}").bytes(32)) for u in range(1, n + 1)
+    }
     registry = {u: ed25519_public(k) for u, k in ids.items()}
     members = {
-        m: CommitteeMember(m, ids[m], registry, min_cohort=config.min_cohort, rng=rng(f"m/{m}"),
-                           allow_deterministic_rng=test)
+        m: CommitteeMember(
+            m,
+            ids[m],
+            registry,
+            min_cohort=config.min_cohort,
+            rng=rng(f"m/{m}"),
+            allow_deterministic_rng=test,
+        )
         for m in config.committee
     }
     keys = [members[m].open_round(config) for m in config.committee]
@@ -90,8 +98,15 @@ def simulate_oneshot(
         if u in gone:
             continue
         t0 = clock()
-        c = OneShotClient(config, u, ids[u], registry, policy=policy, rng=rng(f"c/{u}"),
-                          allow_deterministic_rng=test)
+        c = OneShotClient(
+            config,
+            u,
+            ids[u],
+            registry,
+            policy=policy,
+            rng=rng(f"c/{u}"),
+            allow_deterministic_rng=test,
+        )
         up = c.upload(inputs[u - 1], keys)
         t_client.append(clock() - t0)
         sizes.append(up.nbytes)
@@ -109,7 +124,9 @@ def simulate_oneshot(
             t0 = clock()
             if stage == "check":
                 req = server.check_request(m)
-                member_in.append(sum(len(s.sealed) + len(s.share_digests) + 132 for s in req.shares))
+                member_in.append(
+                    sum(len(s.sealed) + len(s.share_digests) + 132 for s in req.shares)
+                )
                 members[m].check(req)  # a Complaint ends the round here, naming the clients
             elif stage == "sign":
                 server.add_signature(members[m].sign(config.session_id, config.round, included))
