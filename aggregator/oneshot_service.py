@@ -440,6 +440,8 @@ class OneShotAggregatorService(pb_grpc.OneShotAggregatorServicer):
         try:
             up = asm.upload()
         except wire.WireError as exc:
+            with r.add_lock:
+                rnd.agg.rejected.setdefault(sender, str(exc))
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         with r.add_lock:
             if not rnd.open_for_uploads:
