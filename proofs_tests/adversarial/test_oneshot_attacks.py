@@ -45,7 +45,7 @@ from secagg.oneshot import (
 from secagg.oneshot.client import share_ad, share_key
 from secagg.oneshot.messages import LABEL_SET, LABEL_UPLOAD, set_payload
 from secagg.oneshot.ring import lagrange_at_zero
-from secagg.oneshot.scheme import unpack_residues
+from secagg.oneshot.scheme import unmask, unpack_residues
 
 
 def _closed(n: int = 6, **kw):  # type: ignore[no-untyped-def]
@@ -432,3 +432,89 @@ def test_t13_secrets_come_from_the_os_csprng_only() -> None:
         }
         assert "random" not in mods and not {"default_rng", "rand", "randn", "randint"} & names, f
     assert sha256(LABEL_CONFIG)  # the shared primitives are the ones in use
+
+
+def test_t2_the_split_bound_is_exactly_2tc_minus_c_corrupt_members() -> None:
+    """T2, the limit (SPEC.md O7): with f = 2 t_c - c corrupt members (c = 5, t_c = 3, f = 1)
+    the aggregator CAN get two sets released, each by a disjoint honest half plus the corrupt
+    member, and their difference unmasks client 6 alone. This is why the default threshold is
+    floor(2c/3) + 1 and why the guarantee is stated for f < 2 t_c - c, not f < t_c."""
+    r, s, inc = _closed(threshold=3)
+    small = tuple(u for u in inc if u != 6)
+    corrupt = 5
+    _checked_and_signed(r, s, inc, [1, 2])
+    s.add_signature(
+        SetSignature(
+            corrupt, ed25519_sign(r.ids[corrupt], LABEL_SET, r.cfg.digest, set_payload(inc))
+        )
+    )
+    full = s.release_request()
+    sums_full = {m: r.members[m].release(full) for m in (1, 2)}
+    sigs_small = [
+        SetSignature(
+            corrupt, ed25519_sign(r.ids[corrupt], LABEL_SET, r.cfg.digest, set_payload(small))
+        )
+    ]
+    for m in (3, 4):
+        req = CheckRequest(
+            r.cfg.session_id,
+            r.cfg.round,
+            small,
+            tuple(x for x in s.check_request(m).shares if x.client_id != 6),
+        )
+        r.members[m].check(req)
+        sigs_small.append(r.members[m].sign(r.cfg.session_id, r.cfg.round, small))
+    rel_small = ReleaseRequest(r.cfg.session_id, r.cfg.round, small, tuple(sigs_small))
+    sums_small = {m: r.members[m].release(rel_small) for m in (3, 4)}
+    assert len(sums_full) + len(sums_small) == 4  # both sets released by honest members
+    # The corrupt member computes its share sums for both sets (it may check twice before it
+    # signs), the aggregator reconstructs both secret sums and unmasks both sets.
+    ring, cfg = r.cfg.ring, r.cfg
+    st5 = r.members[corrupt]._rounds[(cfg.session_id, cfg.round)]
+    r.members[corrupt].check(s.check_request(corrupt))
+    own_full = st5.sums
+    r.members[corrupt].check(
+        CheckRequest(
+            cfg.session_id,
+            cfg.round,
+            small,
+            tuple(x for x in s.check_request(corrupt).shares if x.client_id != 6),
+        )
+    )
+    own_small = st5.sums
+
+    def unpack(ss):  # type: ignore[no-untyped-def]
+        return unpack_residues(ss.residues, ring.n, ring.primes, ring.residue_bits)
+
+    def rebuild(by_member):  # type: ignore[no-untyped-def]
+        xs = tuple(cfg.position(m) for m in sorted(by_member))
+        out = []
+        for i, q in enumerate(ring.primes):
+            w = lagrange_at_zero(xs, q)
+            acc = np.zeros(ring.n, dtype=np.uint64)
+            for wj, m in zip(w, sorted(by_member)):
+                acc = (acc + np.uint64(wj) * by_member[m][i]) % np.uint64(q)
+            out.append(acc)
+        return out[0], out[1]
+
+    s_full = rebuild({1: unpack(sums_full[1]), 2: unpack(sums_full[2]), corrupt: own_full})
+    s_small = rebuild({3: unpack(sums_small[3]), 4: unpack(sums_small[4]), corrupt: own_small})
+    y6 = unpack_residues(r.upload(6).masked, cfg.chunks * ring.n, ring.primes, ring.residue_bits)
+    y_small = tuple(
+        (s._sum[i] + np.uint64(q) - y6[i]) % np.uint64(q) for i, q in enumerate(ring.primes)
+    )
+    x_full = unmask(cfg, (s._sum[0], s._sum[1]), s_full, 6)
+    x_small = unmask(cfg, (y_small[0], y_small[1]), s_small, 5)
+    assert np.array_equal(x_full - x_small, encoded(r, 6))  # client 6's input, alone
+
+
+def test_t2_default_threshold_leaves_no_room_for_the_split() -> None:
+    """T2: the aggregator's default t_c = floor(2c/3) + 1 tolerates f = 2 t_c - c - 1 corrupt
+    members and c - t_c dropouts; both are positive from c = 5 on."""
+    from aggregator.oneshot_service import default_threshold
+
+    for c in range(1, 20):
+        t = default_threshold(c)
+        assert c / 2 < t <= c
+        if c >= 5:
+            assert 2 * t - c - 1 >= 1 and c - t >= 1
