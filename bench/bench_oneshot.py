@@ -28,11 +28,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from protos import oneshot_wire  # noqa: E402
-from protos.secagg.oneshot.v1 import oneshot_pb2 as opb  # noqa: E402
-from secagg import ProtocolAbort, RoundConfig, SystemRandom, simulate  # noqa: E402
-from secagg._crypto import ed25519_public  # noqa: E402
-from secagg.oneshot import (  # noqa: E402
+from protos import oneshot_wire
+from protos.secagg.oneshot.v1 import oneshot_pb2 as opb
+from secagg import ProtocolAbort, RoundConfig, SystemRandom, simulate
+from secagg._crypto import ed25519_public
+from secagg.oneshot import (
     CommitteeMember,
     OneShotAggregator,
     OneShotClient,
@@ -40,9 +40,9 @@ from secagg.oneshot import (  # noqa: E402
     OneShotInsufficient,
     simulate_oneshot,
 )
-from secagg.oneshot.scheme import public_a_hat  # noqa: E402
-from secagg.params import choose_parameters  # noqa: E402
-from secagg.prg import apply_masks  # noqa: E402
+from secagg.oneshot.scheme import public_a_hat
+from secagg.params import choose_parameters
+from secagg.prg import apply_masks
 
 cpu = time.process_time
 COMMITTEE = (1, 2, 3, 4, 5)

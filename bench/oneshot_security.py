@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from secagg.oneshot import HE_STANDARD_128, RING_DIM, OneShotConfig  # noqa: E402
-from secagg.oneshot.ring import CBD_ETA  # noqa: E402
+from secagg.oneshot import HE_STANDARD_128, RING_DIM, OneShotConfig
+from secagg.oneshot.ring import CBD_ETA
 
 
 def delta(beta: int) -> float:
