@@ -45,6 +45,8 @@ soak: venv
 bench: venv
 	$(BIN)/python bench/bench_secagg.py
 	RAYON_NUM_THREADS=1 taskset -c 1 $(BIN)/python bench/bench_verify.py
+	$(BIN)/python bench/bench_oneshot.py
+	$(BIN)/python bench/oneshot_security.py
 
 # Issue 4: federated DP-LoRA utility, SmolLM2-135M, FFA-LoRA / LoRA at eps inf, 8, 2 (~40 min).
 .PHONY: bench-utility
