@@ -247,10 +247,8 @@ def section_dropouts() -> list[dict[str, Any]]:
     inputs = [rng.normal(0, 0.3, d) for _ in range(n)]
     rows = []
     for frac in (0.3, 0.6):
-        gone = set(range(1, n + 1, max(1, round(1 / frac))))
-        while len(gone) < round(frac * n):
-            gone.add(max(set(range(1, n + 1)) - gone))
-        cfg = OneShotConfig(n=n, d=d, committee=(1, 2, 3, 4, 5), threshold=T_C)
+        nd = round(frac * n)
+        gone = {1 + (i * n) // nd for i in range(nd)}  # evenly spaced, exactly nd
         live = [u for u in range(1, n + 1) if u not in gone]
         committee = tuple(live[:5])
         cfg = OneShotConfig(n=n, d=d, committee=committee, threshold=T_C)

@@ -90,3 +90,51 @@ def test_wire_round_trips_and_refuses_malformed_parts() -> None:
     key.public_key = key.public_key[:31]
     with pytest.raises(wire.WireError):
         wire.member_key_from_pb(key)
+
+
+def test_distributed_dp_noise_shares_compose_with_one_shot_uploads() -> None:
+    """SPEC.md O9: each client adds its distributed-DP noise share (calibrated to the cohort
+    floor, min_survivors = min_cohort) before its one upload; the one-shot sum, reduced mod
+    2^b, is exactly the DP ring sum, and the DP decoder accepts it for the included count."""
+    from dp.distributed import DistributedDPConfig, decode, encode
+    from proofs_tests.oneshot_helpers import POLICY
+    from secagg import DeterministicRandom
+    from secagg.oneshot import CommitteeMember, OneShotAggregator, OneShotClient, plaintext_bits_for
+
+    n, dim = 6, 40
+    dp_cfg = DistributedDPConfig.calibrated(
+        l2_clip=1.0, dim=dim, num_clients=n, min_survivors=3, noise_multiplier=0.5, bits=16,
+        allow_seeded_rng=True,
+    )  # fmt: skip
+    base = make_round(n=n, d=dp_cfg.encoded_dim)
+    cfg = OneShotConfig(
+        n=n, d=dp_cfg.encoded_dim, committee=(1, 2, 3), threshold=2, min_cohort=3,
+        bits=plaintext_bits_for(n, dp_cfg.bits),
+    ).with_session(bytes(range(16)))  # fmt: skip
+    members = {m: CommitteeMember(m, base.ids[m], base.registry, rng=DeterministicRandom(m),
+                                  allow_deterministic_rng=True) for m in (1, 2, 3)}  # fmt: skip
+    keys = [members[m].open_round(cfg) for m in (1, 2, 3)]
+    agg = OneShotAggregator(cfg, base.registry, keys)
+    seed = bytes(16)
+    rng = np.random.default_rng(0)
+    xs = {u: rng.normal(0, 0.1, dim) for u in range(1, n + 1)}
+    ring_sum = np.zeros(dp_cfg.encoded_dim, dtype=np.int64)
+    for u in (1, 2, 4, 5):  # 3 and 6 drop
+        r = encode(xs[u], dp_cfg, seed, DeterministicRandom(100 + u)).astype(np.int64)
+        ring_sum = (ring_sum + r) % dp_cfg.modulus
+        centred = np.where(r >= dp_cfg.modulus // 2, r - dp_cfg.modulus, r)
+        c = OneShotClient(cfg, u, base.ids[u], base.registry, policy=POLICY,
+                          rng=DeterministicRandom(u), allow_deterministic_rng=True)  # fmt: skip
+        agg.add(c.upload_ints(centred, keys))
+    inc = agg.close()
+    for m in (1, 2, 3):
+        members[m].check(agg.check_request(m))
+        agg.add_signature(members[m].sign(cfg.session_id, cfg.round, inc))  # type: ignore[arg-type]
+    req = agg.release_request()
+    for m in (1, 2):
+        agg.add_share_sum(members[m].release(req))
+    res = agg.finish()
+    assert np.array_equal(np.mod(res.int_sum, dp_cfg.modulus), ring_sum)
+    out = decode(np.mod(res.int_sum, dp_cfg.modulus).astype(np.uint32), dp_cfg, seed, len(inc))
+    want = sum(xs[u] / max(1.0, np.linalg.norm(xs[u])) for u in inc)
+    assert np.abs(out.values - want).max() < 6 * out.noise_stddev + out.rounding_error_bound

@@ -28,6 +28,7 @@ from secagg.oneshot.config import (
     OneShotConfig,
     OneShotPolicy,
     error_bound,
+    plaintext_bits_for,
 )
 from secagg.oneshot.messages import (
     CheckRequest,
@@ -69,5 +70,6 @@ __all__ = [
     "UnmaskFailed",
     "check_member_keys",
     "error_bound",
+    "plaintext_bits_for",
     "simulate_oneshot",
 ]

@@ -109,13 +109,23 @@ class OneShotClient:
         """Encode, mask, share and sign ``x``; one call per round."""
         if self._done:
             raise UnexpectedMessage("a one-shot client uploads once per round")
+        enc = self.config.encoding
+        return self.upload_ints(enc.to_signed(enc.encode(x, self.rng)), member_keys)
+
+    def upload_ints(self, ints: npt.ArrayLike, member_keys: Sequence[MemberKey]) -> OneShotUpload:
+        """Mask, share and sign signed integers already on the round's grid (``|v| <=
+        encoding.max_abs``), e.g. a distributed-DP ring vector, centred (SPEC.md O9)."""
+        if self._done:
+            raise UnexpectedMessage("a one-shot client uploads once per round")
         cfg, rng = self.config, self.rng
+        arr = np.asarray(ints)
+        if arr.dtype.kind not in "iu" or arr.shape != (cfg.d,):
+            raise EncodingError(f"the round wants {cfg.d} integers")
+        ints = arr.astype(np.int64)
+        if ints.size and int(np.abs(ints).max()) > cfg.encoding.max_abs:
+            raise EncodingError("an integer is beyond the round's per-client bound")
         check_member_keys(cfg, member_keys, self.identities)
         ring = cfg.ring
-        enc = cfg.encoding
-        ints = enc.to_signed(enc.encode(x, rng))
-        if ints.shape != (cfg.d,):
-            raise EncodingError(f"input has {ints.shape[0]} coordinates, the round wants {cfg.d}")
         self._done = True
         s = ternary(ring.n, rng)
         e = cbd_errors(cfg.chunks * ring.n, rng)

@@ -31,6 +31,7 @@ __all__ = [
     "OneShotConfig",
     "OneShotPolicy",
     "error_bound",
+    "plaintext_bits_for",
 ]
 
 ONESHOT_PROTOCOL_VERSION = 1
@@ -49,6 +50,15 @@ def error_bound(n: int) -> int:
     """A bound on the sum of ``n`` CBD(21) errors that fails with probability <= 2^-160."""
     hoeffding = math.ceil(math.sqrt(CBD_ETA * n * (FAILURE_BITS + 1) * math.log(2)))
     return min(CBD_ETA * n, hoeffding)
+
+
+def plaintext_bits_for(n: int, ring_bits: int) -> int:
+    """The smallest one-shot ``bits`` whose per-client bound holds any centred value of a
+    ``ring_bits``-bit ring vector (a distributed-DP encoding) for ``n`` clients."""
+    for b in range(2, 33):
+        if ((1 << (b - 1)) - 1) // n - 1 >= 1 << (ring_bits - 1):
+            return b
+    raise ConfigError(f"{n} clients of {ring_bits}-bit vectors do not fit 32 bits")
 
 
 def choose_ring(n: int, plaintext_bits: int) -> RingParams:
