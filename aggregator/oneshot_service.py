@@ -1,11 +1,11 @@
 """The aggregator in one-shot mode: a gRPC service around :class:`secagg.oneshot.OneShotAggregator`.
 
-A round: choose the committee (``committee_size`` of the candidate members, ranked by a hash of
-the session); ask each member for its signed round key; open uploads (each client sends one
-streamed message and may leave); close at the deadline or when every registered client has
-uploaded; have every reachable member check the set and its shares, sign it, and release its
-share sum once ``threshold`` signatures agree; reconstruct, unmask and publish
-``OUTPUT/round-<r>.npy`` / ``.json``.
+A round: choose the committee (``committee_size`` of the candidate members online, i.e.
+polling for tasks, ranked by a hash of the session); ask each member for its signed round key;
+open uploads (each client sends one streamed message and may leave); close at the deadline or
+when every registered client has uploaded; have every reachable member check the set and its
+shares, sign it, and release its share sum once ``threshold`` signatures agree; reconstruct,
+unmask and publish ``OUTPUT/round-<r>.npy`` / ``.json``.
 
 Failure handling: a client that misses the deadline costs nothing; a malformed upload is
 refused (INVALID_ARGUMENT) and its sender excluded; up to ``c - t_c`` members may fail to
@@ -135,6 +135,8 @@ class OneShotRoundRunner(RoundRunnerBase[OneShotServeOptions, _Round]):
         self._answers: dict[int, pb.CommitteeAnswer] = {}
         self._pending: dict[int, int] = {}
         self._task_ids = 0
+        self._polling: dict[int, int] = dict.fromkeys(self.candidates, 0)
+        self._seen: dict[int, float] = {}
         committee = self.candidates[: self.size]
         self.template = OneShotConfig(
             n=len(self.members),
@@ -178,6 +180,28 @@ class OneShotRoundRunner(RoundRunnerBase[OneShotServeOptions, _Round]):
                             q.remove(task)
             return out
 
+    def poll(self, member: int, delta: int) -> None:
+        """A member's long-poll starts (+1) or ends (-1): how the runner tells who is online."""
+        self._polling[member] += delta
+        self._seen[member] = self.clock()
+
+    def _online(self, grace: float = 3.0) -> list[int]:
+        """Candidates polling now or within ``grace`` seconds (waiting up to ``grace`` for at
+        least ``size`` of them); all candidates if fewer are online (the round then waits for
+        their keys, and aborts naming the missing ones)."""
+        end = self.clock() + grace
+
+        def live(now: float) -> list[int]:
+            return [
+                m for m in self.candidates
+                if self._polling[m] > 0 or now - self._seen.get(m, -1e18) <= 0.5
+            ]  # fmt: skip
+
+        with self.cond:
+            self._wait(lambda now: len(live(now)) >= len(self.candidates), lambda: end)
+            found = live(self.clock())
+        return found if len(found) >= self.size else list(self.candidates)
+
     def has_task(self, member: int) -> bool:
         return bool(self._queues.get(member)) or self.finished
 
@@ -202,7 +226,7 @@ class OneShotRoundRunner(RoundRunnerBase[OneShotServeOptions, _Round]):
 
     def _run_round(self, *, first: bool) -> None:
         number, session = self._new_session()
-        committee = choose_committee(self.candidates, session, self.size)
+        committee = choose_committee(self._online(), session, self.size)
         cfg = self._config(session, number, committee)
         self._record_open(number, session, cfg)
         rnd = _Round(number, cfg)
@@ -469,7 +493,12 @@ class OneShotAggregatorService(pb_grpc.OneShotAggregatorServicer):
                 grpc.StatusCode.PERMISSION_DENIED, f"member {me} is not a committee candidate"
             )
         with r.cond:
-            if not long_poll(r.cond, context, lambda: r.has_task(me)):
+            r.poll(me, +1)
+            try:
+                got = long_poll(r.cond, context, lambda: r.has_task(me))
+            finally:
+                r.poll(me, -1)
+            if not got:
                 context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no task yet")
             return r.next_task(me)
 
