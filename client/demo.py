@@ -182,7 +182,7 @@ class Demo:
             if a.kill and not killed_member and self.procs["client-1"].poll() is not None:
                 self.procs[f"committee-{committee[-1]}"].kill()
                 killed_member = True
-                print(f"client 1 uploaded and left; committee member {committee[-1]} killed")
+                print(f"client 1 made its last upload and left; member {committee[-1]} killed")
             time.sleep(0.5)
         ok = True
         for js in sorted(out.glob("round-*.json")):

@@ -3,10 +3,12 @@ is refused with a clear error (SPEC.md O9), and the wire refuses malformed parts
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from aggregator.cli import main as aggregator_main
 from aggregator.oneshot_service import choose_committee
@@ -138,3 +140,77 @@ def test_distributed_dp_noise_shares_compose_with_one_shot_uploads() -> None:
     out = decode(np.mod(res.int_sum, dp_cfg.modulus).astype(np.uint32), dp_cfg, seed, len(inc))
     want = sum(xs[u] / max(1.0, np.linalg.norm(xs[u])) for u in inc)
     assert np.abs(out.values - want).max() < 6 * out.noise_stddev + out.rounding_error_bound
+
+
+_FUZZ_ROUND = make_round(n=5, d=300)
+_FUZZ_AGG = _FUZZ_ROUND.server()
+for _u in (1, 2, 3):
+    _FUZZ_AGG.add(_FUZZ_ROUND.upload(_u))
+_FUZZ_AGG.close()
+
+
+def _mutations():  # type: ignore[no-untyped-def]
+    from hypothesis import strategies as st
+
+    return st.lists(
+        st.tuples(st.integers(0, 50), st.integers(0, 2**32 - 1), st.binary(max_size=40)),
+        min_size=1,
+        max_size=4,
+    )
+
+
+def _mutate(msg, muts):  # type: ignore[no-untyped-def]
+    """Overwrite scalar or bytes fields, anywhere in ``msg`` (nested ones too)."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    fields = []
+
+    def walk(m):  # type: ignore[no-untyped-def]
+        for f in m.DESCRIPTOR.fields:
+            if f.type == FieldDescriptor.TYPE_MESSAGE:
+                if f.is_repeated:
+                    for sub in getattr(m, f.name):
+                        walk(sub)
+                elif m.HasField(f.name):
+                    walk(getattr(m, f.name))
+            else:
+                fields.append((m, f))
+
+    walk(msg)
+    for i, v, raw in muts:
+        m, f = fields[i % len(fields)]
+        rep = f.is_repeated
+        if f.type == FieldDescriptor.TYPE_BYTES:
+            if rep:
+                getattr(m, f.name).append(raw)
+            else:
+                setattr(m, f.name, raw)
+        elif f.type == FieldDescriptor.TYPE_DOUBLE:
+            setattr(m, f.name, float(v) / 7)
+        elif rep:
+            getattr(m, f.name).append(v)
+        else:
+            setattr(m, f.name, v % (2**32))
+    return msg
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mutations())
+def test_wire_decoders_raise_only_wire_errors(muts) -> None:  # type: ignore[no-untyped-def]
+    r, agg = _FUZZ_ROUND, _FUZZ_AGG
+    cfg = r.cfg
+    from secagg import SecAggError
+
+    check = _mutate(wire.check_to_pb(cfg, agg.check_request(1)), muts)
+    with contextlib.suppress(wire.WireError):
+        _, req = wire.check_from_pb(check)
+        with contextlib.suppress(SecAggError):
+            r.members[1].check(req)  # typed refusals only, never another exception
+    part = _mutate(next(iter(wire.upload_parts(r.upload(4)))), muts)
+    asm = wire.UploadAssembler(cfg)
+    with contextlib.suppress(wire.WireError):
+        asm.add(part)
+        asm.upload()
+    key = _mutate(wire.member_key_to_pb(r.keys[0]), muts)
+    with contextlib.suppress(wire.WireError):
+        wire.member_key_from_pb(key)

@@ -182,6 +182,11 @@ class CommitteeMember:
                 f"a set of {len(inc)} clients is below the minimum cohort {floor}",
                 party=self.member_id,
             )
+        if len(inc) > cfg.n:
+            raise ReleaseRefused(
+                f"a set of {len(inc)} exceeds the n = {cfg.n} the ring is sized for",
+                party=self.member_id,
+            )
         if list(inc) != sorted(set(inc)):
             raise ReleaseRefused("the set must be sorted and distinct", party=self.member_id)
         unknown = [u for u in inc if u not in self.registry]
