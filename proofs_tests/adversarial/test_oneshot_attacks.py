@@ -138,7 +138,8 @@ def test_t2_a_colluding_member_cannot_make_the_second_set_reach_t_c_alone() -> N
 
 def test_t3_a_set_below_the_cohort_or_with_unregistered_ids_is_refused() -> None:
     """T3: a set of 2 (< min_cohort 3) is refused before anything is summed; so is a set naming
-    an id outside the registry, or an unsorted one."""
+    an id outside the registry, one larger than the n the ring is sized for, or an unsorted
+    one."""
     r, s, inc = _closed()
     full = s.check_request(1)
     tiny = CheckRequest(full.session_id, full.round, inc[:2], full.shares[:2])
@@ -146,6 +147,10 @@ def test_t3_a_set_below_the_cohort_or_with_unregistered_ids_is_refused() -> None
         r.members[1].check(tiny)
     ghost = replace(full.shares[0], client_id=99)
     with pytest.raises(ReleaseRefused, match="unregistered"):
+        r.members[1].check(
+            CheckRequest(full.session_id, full.round, (*inc[:-1], 99), (*full.shares[:-1], ghost))
+        )
+    with pytest.raises(ReleaseRefused, match="exceeds the n"):  # more than the ring holds
         r.members[1].check(
             CheckRequest(full.session_id, full.round, (*inc, 99), (*full.shares, ghost))
         )
