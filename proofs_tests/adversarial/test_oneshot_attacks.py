@@ -523,3 +523,18 @@ def test_t2_default_threshold_leaves_no_room_for_the_split() -> None:
         assert c / 2 < t <= c
         if c >= 5:
             assert 2 * t - c - 1 >= 1 and c - t >= 1
+
+
+def test_t2_a_client_can_demand_a_corruption_margin() -> None:
+    """T2: a client whose policy wants 2 corrupt members tolerated refuses t_c = 3 of c = 5
+    (2 t_c - c - 1 = 0 tolerated) and accepts t_c = 4 (2 tolerated)."""
+    from secagg.oneshot import OneShotPolicy
+
+    for t, ok in ((3, False), (4, True)):
+        r = make_round(threshold=t)
+        strict = OneShotPolicy(max_corrupt_members=2)
+        if ok:
+            OneShotClient(r.cfg, 6, r.ids[6], r.registry, policy=strict)
+        else:
+            with pytest.raises(PolicyViolation, match="tolerates"):
+                OneShotClient(r.cfg, 6, r.ids[6], r.registry, policy=strict)

@@ -53,7 +53,7 @@ def test_oneshot_round_over_grpc_with_client_and_member_dropouts(
         "aggregator", "-m", "aggregator.cli", "serve", "--protocol", "oneshot", "--listen", addr,
         "--consortium", str(cons), "--state", str(tmp_path / "state"), "--output", str(out),
         "--dimension", str(D), "--committee", ",".join(map(str, COMMITTEE)),
-        "--committee-threshold", "2", "--stage-timeout", "12", "--first-round-wait", "12",
+        "--committee-threshold", "2", "--stage-timeout", "20", "--first-round-wait", "20",
         "--committee-timeout", "6",
     )  # fmt: skip
     for m in COMMITTEE:

@@ -208,14 +208,22 @@ class OneShotConfig:
 
 @dataclass(frozen=True)
 class OneShotPolicy:
-    """A client's floor: the smallest committee, committee threshold and cohort it accepts."""
+    """A client's floor: the smallest committee, committee threshold and cohort it accepts, and
+    how many corrupt committee members it wants tolerated: ``2 t_c - c > max_corrupt_members``
+    (SPEC.md O7; 0, the default, is ``t_c > c / 2``)."""
 
     min_committee: int = 3
     min_threshold: int = 2
     min_cohort: int = 3
+    max_corrupt_members: int = 0
 
     def check(self, cfg: OneShotConfig, registered: set[int] | frozenset[int]) -> None:
         c = len(cfg.committee)
+        if 2 * cfg.threshold - c <= self.max_corrupt_members:
+            raise PolicyViolation(
+                f"t_c = {cfg.threshold} of c = {c} tolerates {2 * cfg.threshold - c - 1} corrupt "
+                f"members, this client wants {self.max_corrupt_members}"
+            )
         if c < self.min_committee:
             raise PolicyViolation(f"a committee of {c} is below this client's floor")
         if cfg.threshold < self.min_threshold:
