@@ -83,6 +83,7 @@ class OneShotAggregator:
         self._signatures: dict[int, SetSignature] = {}
         self._sums: dict[int, tuple[U64, U64]] = {}
         self._digests: dict[int, bytes] = {}
+        self._share_digests: dict[int, bytes] = {}
 
     @property
     def included(self) -> frozenset[int]:
@@ -109,9 +110,9 @@ class OneShotAggregator:
                 raise InvalidUpload("wrong number or size of sealed shares")
             if len(up.ephemeral) != 32:
                 raise InvalidUpload("the ephemeral key is not 32 bytes")
-            ed25519_verify(
-                self.registry[u], up.signature, LABEL_UPLOAD, cfg.digest, up.payload(), who=u
-            )
+            # id (4) || ephemeral (32) || masked digest (32) || share digests (32 c)
+            payload = up.payload()
+            ed25519_verify(self.registry[u], up.signature, LABEL_UPLOAD, cfg.digest, payload, who=u)
             ring = cfg.ring
             r = unpack_residues(up.masked, cfg.chunks * ring.n, ring.primes, ring.residue_bits)
         except (InvalidUpload, InvalidSignature, EncodingError) as exc:
@@ -124,7 +125,8 @@ class OneShotAggregator:
         self._shares[u] = OneShotUpload(
             up.session_id, up.round, u, b"", up.ephemeral, up.shares, up.signature
         )
-        self._digests[u] = up.payload()[36:68]
+        self._digests[u] = payload[36:68]
+        self._share_digests[u] = payload[68:]
 
     def close(self) -> tuple[int, ...]:
         """Stop taking uploads; the proposed set, or :class:`OneShotInsufficient`."""
@@ -149,7 +151,7 @@ class OneShotAggregator:
                 u,
                 self._shares[u].ephemeral,
                 self._digests[u],
-                self._shares[u].share_digests,
+                self._share_digests[u],
                 self._shares[u].shares[pos - 1],
                 self._shares[u].signature,
             )
