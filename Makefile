@@ -47,6 +47,8 @@ bench: venv
 	$(BIN)/python bench/bench_scale.py --sizes 100,1000,10000 --d 100000
 	$(BIN)/python bench/bench_scale.py --sizes 1000,10000,100000 --d 100 --out bench/out/scale-small-d.json
 	RAYON_NUM_THREADS=1 taskset -c 1 $(BIN)/python bench/bench_verify.py
+	$(BIN)/python bench/bench_oneshot.py
+	$(BIN)/python bench/oneshot_security.py
 
 # Issue 4: federated DP-LoRA utility, SmolLM2-135M, FFA-LoRA / LoRA at eps inf, 8, 2 (~40 min).
 .PHONY: bench-utility

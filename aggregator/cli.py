@@ -83,6 +83,45 @@ def _parser() -> argparse.ArgumentParser:
         help="the length d of every member's vector (at most 2^28)",
     )
     s.add_argument(
+        "--protocol",
+        choices=["pairwise", "oneshot"],
+        default="pairwise",
+        help="pairwise: SecAgg+ masking (four messages per member); oneshot: one message per "
+        "member, RLWE masks and a decryptor committee (secagg/SPEC.md O1..O9). The HE variant "
+        "is `secagg-he-aggregator` (default: %(default)s)",
+    )
+    s.add_argument(
+        "--committee",
+        default=None,
+        metavar="IDS",
+        help="oneshot: comma-separated member ids that may sit on the decryptor committee, each "
+        "running `secagg-committee run` (default: every registered member)",
+    )
+    s.add_argument(
+        "--committee-size",
+        type=int,
+        default=None,
+        help="oneshot: members on each round's committee (default: every candidate)",
+    )
+    s.add_argument(
+        "--committee-threshold",
+        type=int,
+        default=None,
+        help="oneshot: members that must release, t_c > c/2 (default: floor(2c/3) + 1)",
+    )
+    s.add_argument(
+        "--committee-timeout",
+        type=float,
+        default=60.0,
+        help="oneshot: seconds to wait for each committee step (default: %(default)s)",
+    )
+    s.add_argument(
+        "--min-cohort",
+        type=int,
+        default=3,
+        help="oneshot: fewest uploads a released sum may hold (default: %(default)s)",
+    )
+    s.add_argument(
         "--clip",
         type=float,
         default=1.0,
@@ -355,7 +394,47 @@ def _serve(args: argparse.Namespace) -> int:
     return EXIT_OK if done >= args.rounds else EXIT_INCOMPLETE
 
 
+def _serve_oneshot(args: argparse.Namespace) -> int:
+    from aggregator.lifecycle import StateLock
+    from aggregator.oneshot_service import OneShotServeOptions, serve_oneshot
+    from protos.consortium import load_consortium
+
+    if args.norm_bound is not None:
+        raise ValueError(
+            "--norm-bound is not available with --protocol oneshot: the norm proof is not yet "
+            "bound to the one-shot upload (threat_models/oneshot.md, R4)"
+        )
+    if args.insecure_dev:
+        raise ValueError("--protocol oneshot runs over mutual TLS only")
+    committee = tuple(int(x) for x in args.committee.split(",")) if args.committee else ()
+    options = OneShotServeOptions(
+        d=args.dimension,
+        committee=committee,
+        committee_size=args.committee_size,
+        threshold=args.committee_threshold,
+        clip=args.clip,
+        bits=args.bits,
+        rounds=args.rounds,
+        upload_timeout=args.stage_timeout,
+        first_round_wait=args.first_round_wait,
+        committee_timeout=args.committee_timeout,
+        min_cohort=args.min_cohort,
+        output=args.output,
+    )
+    stop = stop_on_signals()
+    with StateLock(args.state):
+        done = serve_oneshot(
+            options, load_consortium(args.consortium), args.state, args.listen, stop_event=stop
+        )
+    print(f"one-shot aggregator stopped; {done} of {args.rounds} rounds completed")
+    if stop.is_set():
+        return 128 + stop.signum
+    return EXIT_OK if done >= args.rounds else EXIT_INCOMPLETE
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.cmd == "serve" and args.protocol == "oneshot":
+        return _serve_oneshot(args)
     if args.cmd == "init-consortium":
         from aggregator.consortium import init_consortium
 

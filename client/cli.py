@@ -132,6 +132,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--member", type=Path, required=True, help="this member's folder")
     j = sub.add_parser("join", parents=[common], help="take part in statistics rounds")
     _round_args(j)
+    j.add_argument(
+        "--protocol",
+        choices=["pairwise", "oneshot"],
+        default="pairwise",
+        help="the aggregator's protocol: pairwise (SecAgg+, four messages) or oneshot (one "
+        "message, then this command exits) (default: %(default)s)",
+    )
     j.add_argument("--input", type=Path, required=True, help="a 1-D float .npy file, length d")
     t = sub.add_parser("train", parents=[common], help="take part in federated DP-LoRA rounds")
     _round_args(t)
@@ -224,8 +231,61 @@ def _contributor(args: argparse.Namespace) -> Any:
     return provide
 
 
+def _oneshot_rounds(args: argparse.Namespace) -> int:
+    from client.oneshot_agent import OneShotAgentOptions, OneShotClientAgent
+
+    if args.insecure_dev or args.require_verification:
+        raise ValueError(
+            "--protocol oneshot runs over mutual TLS only and without norm proofs "
+            "(threat_models/oneshot.md, R4)"
+        )
+    agent = OneShotClientAgent(
+        OneShotAgentOptions(
+            aggregator=args.aggregator,
+            member=args.member,
+            consortium=args.consortium,
+            client_id=args.id,
+            rounds=args.rounds,
+            server_name=args.server_name,
+        ),
+        _contributor(args),
+        before_upload=_oneshot_faults(args.fault),
+    )
+    try:
+        reports = agent.run()
+    finally:
+        agent.close()
+    done = sum(r.completed for r in reports)
+    print(f"client {agent.client_id}: {done}/{args.rounds} one-shot uploads sent")
+    return EXIT_OK if done >= args.rounds else EXIT_INCOMPLETE
+
+
+def _oneshot_faults(specs: list[str]):  # type: ignore[no-untyped-def]
+    """``kill:ROUND:UPLOAD``: SIGKILL itself just before uploading in ROUND (tests only)."""
+    import os
+    import signal
+
+    rounds = set()
+    for spec in specs:
+        parts = spec.split(":")
+        if len(parts) != 3 or parts[0] != "kill" or parts[2] != "UPLOAD":
+            raise ValueError(f"bad --fault {spec!r} for oneshot: want kill:ROUND:UPLOAD")
+        rounds.add(int(parts[1]))
+    if not rounds:
+        return None
+
+    def hook(rnd: int) -> None:
+        if rnd in rounds:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
 def _rounds(args: argparse.Namespace) -> int:
     from client.agent import AgentOptions, ClientAgent
+
+    if getattr(args, "protocol", "pairwise") == "oneshot":
+        return _oneshot_rounds(args)
     from protos.consortium import member_folder
 
     folder = member_folder(args.member, args.consortium, args.id)

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _parsers() -> dict[str, Callable[[], argparse.ArgumentParser]]:
     from aggregator import admin, cli, he_service, keyholder
     from client import cli as client_cli
-    from client import demo, he_agent
+    from client import committee_agent, demo, he_agent
     from dp import audit
 
     return {
@@ -38,6 +38,7 @@ def _parsers() -> dict[str, Callable[[], argparse.ArgumentParser]]:
         "secagg-keyholder": keyholder._parser,
         "he-client": he_agent._parser,
         "secagg-demo": demo._parser,
+        "secagg-committee": committee_agent._parser,
     }
 
 
@@ -78,7 +79,7 @@ def test_every_flag_has_help_and_says_its_default(prog: str) -> None:
 @pytest.mark.parametrize(
     "module",
     ["aggregator.cli", "aggregator.admin", "client.cli", "dp.audit", "aggregator.he_service",
-     "aggregator.keyholder"],
+     "aggregator.keyholder", "client.committee_agent"],
 )  # fmt: skip
 def test_version(module: str) -> None:
     out = subprocess.run(

@@ -24,6 +24,7 @@ from secagg.he.accumulator import HeAccumulator
 from secagg.he.client import HeClient
 from secagg.he.config import HeRoundConfig
 from secagg.he.keyholder import HeKeyHolder
+from secagg.oneshot import OneShotConfig, OneShotSimulationResult, simulate_oneshot
 from secagg.simulate import SimulationResult, simulate
 
 __all__ = ["HeSimulationResult", "simulate_he", "simulate_round"]
@@ -160,14 +161,18 @@ def simulate_he(
 
 
 def simulate_round(
-    config: RoundConfig | HeRoundConfig,
+    config: RoundConfig | HeRoundConfig | OneShotConfig,
     inputs: Sequence[npt.ArrayLike],
     drops: Mapping[Any, Collection[int]] | None = None,
     *,
     seed: int | None = None,
-) -> SimulationResult | HeSimulationResult:
+) -> SimulationResult | HeSimulationResult | OneShotSimulationResult:
     """One round of whichever variant ``config`` selects: :class:`secagg.RoundConfig` runs
-    pairwise masking (:func:`secagg.simulate`), :class:`HeRoundConfig` the HE variant."""
+    pairwise masking (:func:`secagg.simulate`), :class:`HeRoundConfig` the HE variant,
+    :class:`secagg.oneshot.OneShotConfig` the one-shot variant (the clients in ``drops``, at
+    any stage, never upload)."""
     if isinstance(config, HeRoundConfig):
         return simulate_he(config, inputs, drops, seed=seed)
+    if isinstance(config, OneShotConfig):
+        return simulate_oneshot(config, inputs, _dropped(drops), seed=seed)
     return simulate(config, inputs, cast(Any, drops), seed=seed)
