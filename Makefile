@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: venv demo demo-quick test lint bench soak clean
+.PHONY: venv demo demo-quick test lint bench soak clean protos
 
 venv: $(STAMP)
 
@@ -25,6 +25,11 @@ demo: venv
 
 demo-quick: venv
 	$(BIN)/python -m client.demo --quick
+
+# Regenerate every checked-in *_pb2 file with the pinned protoc (protos/codegen.py): a
+# throwaway venv under .cache/ holds grpcio-tools==1.62.3, whose output runs on protobuf 4.25-7.x.
+protos:
+	$(PY) -m protos.codegen
 
 lint: venv
 	$(BIN)/ruff check .
@@ -52,4 +57,4 @@ bench-utility: venv
 	$(BIN)/python bench/bench_utility.py --model smollm2 --out bench/out/utility.json
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .cache .mypy_cache .pytest_cache .ruff_cache .hypothesis
