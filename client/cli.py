@@ -138,14 +138,39 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--model",
         default="tiny",
-        choices=["tiny", "smollm2"],
-        help="the base model (default: %(default)s)",
+        metavar="tiny|smollm2|PATH",
+        help="the base model: a shipped one, or a local folder any causal LM transformers can "
+        "load from (config.json + weights + tokenizer) (default: %(default)s)",
+    )
+    t.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=None,
+        help="a folder holding the tokenizer, when it is not beside the model (default: the "
+        "model's)",
+    )
+    t.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="this member's own text: a .jsonl file (one string or {TEXT_FIELD: ...} object "
+        "a line), a plain-text file, a folder of them, or a `datasets` save_to_disk folder "
+        "(default: the built-in docstring corpus, with --slice/--n-slices)",
+    )
+    t.add_argument(
+        "--text-field",
+        default="text",
+        help="the JSON Lines key or dataset column holding the text (default: %(default)s)",
     )
     t.add_argument(
         "--cache", type=Path, default=None, help="where SmolLM2 is cached (default: none)"
     )
-    t.add_argument("--slice", type=int, required=True, help="which slice of the local text")
-    t.add_argument("--n-slices", type=int, required=True, help="how many slices there are")
+    t.add_argument(
+        "--slice", type=int, default=None, help="which slice of the text (needed without --data)"
+    )
+    t.add_argument(
+        "--n-slices", type=int, default=None, help="how many slices there are (with --slice)"
+    )
     t.add_argument(
         "--max-blocks",
         type=int,
@@ -202,6 +227,9 @@ def _contributor(args: argparse.Namespace) -> Any:
                 model=args.model,
                 slice_index=args.slice,
                 n_slices=args.n_slices,
+                data=args.data,
+                tokenizer=args.tokenizer,
+                text_field=args.text_field,
                 ledger=args.ledger,
                 ledger_key=args.ledger_key,
                 cache_dir=args.cache,

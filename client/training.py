@@ -45,8 +45,14 @@ from client._training_errors import (
     PerSampleGradientMissing,
     TrainingError,
 )
-from client.data import held_out_corpus, local_text_corpus, tokenize_blocks
-from client.models import ByteTokenizer, TokenizerLike, load_base_model, public_uniform
+from client.data import held_out_corpus, load_texts, local_text_corpus, tokenize_blocks
+from client.models import (
+    ByteTokenizer,
+    TokenizerLike,
+    load_base_model,
+    load_model_folder,
+    public_uniform,
+)
 
 __all__ = [
     "ACCOUNTANT_NAMES",
@@ -69,7 +75,10 @@ __all__ = [
     "evaluate_loss",
     "generate",
     "held_out_corpus",
+    "initial_adapter",
     "load_base_model",
+    "load_model_folder",
+    "load_texts",
     "local_text_corpus",
     "save_adapter",
     "tokenize_blocks",
@@ -371,6 +380,30 @@ def apply_mean_update(
     return new.astype(np.float32)
 
 
+def initial_adapter(
+    model: str | Path,
+    lora: Mapping[str, Any],
+    *,
+    cache_dir: Path | None = None,
+    tokenizer: Path | None = None,
+) -> tuple[npt.NDArray[np.float32], AdapterSpec]:
+    """The starting adapter vector and its spec for a federation: ``model`` (a shipped name or
+    a model folder) with LoRA set up as ``lora`` (``mode``, ``r``, ``alpha``, ``targets``,
+    ``public_seed``: the job's ``train.lora``). Every client builds the same one."""
+    base, _ = load_base_model(model, cache_dir, tokenizer=tokenizer)
+    targets = lora.get("targets")
+    net = attach_lora(
+        base,
+        mode=lora.get("mode", "ffa"),
+        r=int(lora.get("r", 8)),
+        alpha=int(lora.get("alpha", 16)),
+        targets=None if targets is None else list(targets),
+        public_seed=int(lora.get("public_seed", 0)),
+    )
+    vec, spec = adapter_to_vector(net)
+    return vec.astype(np.float32), spec
+
+
 def save_adapter(model: nn.Module, out_dir: Path) -> Path:
     """Write a standard peft adapter folder (safetensors) plus ``adapter_spec.json``.
 
@@ -460,13 +493,31 @@ class TrainResult:
     step_seconds: tuple[float, ...] = field(default=())
 
 
+def _logits(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """Next-token logits ``(batch, seq, vocab)``: a transformers model is called with
+    ``input_ids=``; any other module (possibly inside peft) with the token batch as its one
+    positional argument, returning logits or an object with ``.logits``."""
+    config = getattr(model, "config", None)
+    out = (
+        model(input_ids=batch)
+        if config is not None and not isinstance(config, dict)
+        else model(batch)
+    )
+    logits = getattr(out, "logits", out)
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 3 or logits.shape[:2] != batch.shape:
+        raise InvalidTrainingConfig(
+            "the model must return logits of shape (batch, sequence, vocabulary) for a token batch"
+        )
+    return logits
+
+
 def _lm_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     """Mean over sequences of each sequence's mean next-token cross-entropy.
 
     Each sequence's own loss is its mean, so the record (one block) is the privacy unit and
     opacus' ``loss_reduction="mean"`` recovers exact per-sequence gradients.
     """
-    logits = model(input_ids=batch).logits
+    logits = _logits(model, batch)
     v = logits.shape[-1]
     per_token = nn.functional.cross_entropy(
         logits[:, :-1].reshape(-1, v).float(), batch[:, 1:].reshape(-1), reduction="none"
@@ -786,7 +837,7 @@ def evaluate_loss(model: nn.Module, blocks: torch.Tensor, *, batch_size: int = 3
     with _quiet():
         for i in range(0, blocks.shape[0], batch_size):
             batch = blocks[i : i + batch_size].to(device)
-            logits = model(input_ids=batch).logits
+            logits = _logits(model, batch)
             v = logits.shape[-1]
             loss = nn.functional.cross_entropy(
                 logits[:, :-1].reshape(-1, v).float(), batch[:, 1:].reshape(-1), reduction="sum"
@@ -816,7 +867,7 @@ def generate(
             context = ids + out
             if isinstance(limit, int):
                 context = context[-limit:]
-            logits = model(input_ids=torch.tensor([context], device=device)).logits
+            logits = _logits(model, torch.tensor([context], device=device))
             nxt = int(logits[0, -1].argmax())
             if eos is not None and nxt == eos:
                 break
