@@ -678,25 +678,30 @@ def train_dp(
     try:
         with _quiet():
             dp_opt: Any = None
+            batches: Iterator[torch.Tensor]
+            engine: Any = None
             if private:
-                from opacus.grad_sample.utils import prepare_module
-                from opacus.optimizers import DPOptimizer
+                # The same path as an opacus user's loop (client.privacy): make_private on the
+                # model (hooks, not wrapped: it stays a peft model), optimizer and data.
+                from torch.utils.data import DataLoader, TensorDataset
 
-                hooks = prepare_module(
-                    model,
-                    grad_sample_mode,
-                    wrap_model=False,
-                    batch_first=True,
-                    loss_reduction="mean",
-                )
-                dp_opt = DPOptimizer(
-                    base_opt,
+                from client.privacy import PrivacyEngine
+
+                engine = PrivacyEngine(accountant=accountant)
+                hooks, dp_opt, loader = engine.make_private(
+                    module=model,
+                    optimizer=base_opt,
+                    data_loader=DataLoader(TensorDataset(blocks), batch_size=batch_size),
                     noise_multiplier=sigma,
                     max_grad_norm=clip,
-                    expected_batch_size=batch_size,
-                    loss_reduction="mean",
-                    generator=noise_gen,
+                    noise_generator=noise_gen,
+                    sampler_generator=sampler_gen,
+                    grad_sample_mode=grad_sample_mode,
+                    wrap_model=False,
                 )
+                batches = loader.indices(n_steps)
+            else:
+                batches = _poisson_batches(n, sample_rate, n_steps, sampler_gen)
             current: dict[str, Any] = {}
 
             def on_noised_step(opt: Any) -> None:
@@ -720,9 +725,16 @@ def train_dp(
                 )
 
             if dp_opt is not None:
-                dp_opt.attach_step_hook(on_noised_step)
+                # DPOptimizer keeps one step hook: the engine's accountant's, then ours.
+                account_step = dp_opt.step_hook
 
-            for step, idx in enumerate(_poisson_batches(n, sample_rate, n_steps, sampler_gen), 1):
+                def both_hooks(opt: Any) -> None:
+                    account_step(opt)
+                    on_noised_step(opt)
+
+                dp_opt.attach_step_hook(both_hooks)
+
+            for step, idx in enumerate(batches, 1):
                 ts = time.perf_counter()
                 batch = blocks[idx].to(device)
                 size = int(batch.shape[0])
@@ -778,7 +790,7 @@ def train_dp(
         model.train(was_training)
     seconds = time.perf_counter() - t0
 
-    if private and accounted != n_steps:
+    if private and not accounted == n_steps == len(engine.accountant):
         raise TrainingError(f"{accounted} steps were noised but {n_steps} were accounted")
     end, _ = adapter_to_vector(model, np.float64)
     if not np.isfinite(end).all():
