@@ -56,7 +56,9 @@ __all__ = [
     "STATE_VERSION",
     "StateError",
     "export_client",
+    "export_he_client",
     "restore_client",
+    "restore_he_client",
     "snapshot_header",
 ]
 
@@ -64,6 +66,12 @@ STATE_VERSION: Final[int] = 1
 #: The largest blob :func:`restore_client` reads (a d = 2^24 input, base64, with headroom).
 MAX_STATE_BYTES: Final[int] = 1 << 28
 _MAGIC: Final[bytes] = b"SECAGG-CLIENT-STATE\x00"
+_HE_MAGIC: Final[bytes] = b"SECAGG-HECLNT-STATE\x00"  # same length as _MAGIC
+_HE_STAGE: Final[str] = "he-ready"
+# What an HeClient holds; its public context is re-read from the caller's bytes on restore.
+_HE_FIELDS: Final[frozenset[str]] = frozenset(
+    {"config", "client_id", "_identity", "_tag_key", "_rng", "_ctx"}
+)
 _HEADER: Final[struct.Struct] = struct.Struct(">H16sQ32sI16s")  # version sid round digest id stage
 _NONCE: Final[int] = 12
 _ALLOWED_PREFIXES: Final[tuple[str, ...]] = ("secagg.", "dp.")
@@ -293,12 +301,16 @@ def _dec(node: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def _header(config: RoundConfig, client_id: int, state: ClientState) -> bytes:
+def _header(config: Any, client_id: int, stage: str, magic: bytes = _MAGIC) -> bytes:
     if config.session_id is None:
         raise StateError("the round has no session id yet")
-    stage = state.value.encode().ljust(16, b"\x00")
-    return _MAGIC + _HEADER.pack(
-        STATE_VERSION, config.session_id, config.round, config.digest, client_id, stage
+    return magic + _HEADER.pack(
+        STATE_VERSION,
+        config.session_id,
+        config.round,
+        config.digest,
+        client_id,
+        stage.encode().ljust(16, b"\x00"),
     )
 
 
@@ -306,14 +318,16 @@ def snapshot_header(blob: bytes) -> dict[str, Any]:
     """The public part of a blob (unauthenticated until :func:`restore_client` opens it):
     version, session id, round, config digest, client id and stage."""
     n = len(_MAGIC) + _HEADER.size
-    if len(blob) < n + _NONCE + 16 or not blob.startswith(_MAGIC):
+    if len(blob) < n + _NONCE + 16 or not blob.startswith((_MAGIC, _HE_MAGIC)):
         raise StateError("not a client state blob")
     version, sid, rnd, digest, cid, stage = _HEADER.unpack(blob[len(_MAGIC) : n])
     try:
-        state = ClientState(stage.rstrip(b"\x00").decode())
+        name = stage.rstrip(b"\x00").decode()
+        state: ClientState | str = name if name == _HE_STAGE else ClientState(name)
     except (UnicodeDecodeError, ValueError):
         raise StateError("unknown client stage in the header") from None
     return {
+        "kind": "he" if blob.startswith(_HE_MAGIC) else "secagg",
         "version": version,
         "session_id": sid,
         "round": rnd,
@@ -334,7 +348,7 @@ def export_client(client: SecAggClient, key: bytes, *, rng: RandomSource | None 
     aead = _derive(key)
     body = {name: _enc(value, name) for name, value in sorted(vars(client).items())}
     plain = json.dumps({"class": _qualname(type(client)), "attrs": body}, sort_keys=True).encode()
-    header = _header(client.config, client.id, client.state)
+    header = _header(client.config, client.id, client.state.value)
     nonce = (rng if rng is not None else SystemRandom()).bytes(_NONCE)
     return header + nonce + aead.encrypt(nonce, plain, header)
 
@@ -348,9 +362,28 @@ def restore_client(
 ) -> SecAggClient:
     """The client sealed in ``blob``, for the round ``config`` (the one the server announces
     now); raises :class:`StateError` on any mismatch (see the module docstring)."""
+    head, doc = _open(blob, key, config, "secagg")
+    if expect_state is not None and head["state"] is not expect_state:
+        raise StateError(f"the snapshot is at {head['state'].value}, not {expect_state.value}")
+    if doc.get("class") != _qualname(SecAggClient):
+        raise StateError("the snapshot is not of a SecAggClient")
+    attrs = doc.get("attrs")
+    if not isinstance(attrs, dict):
+        raise StateError("malformed snapshot body")
+    values = {str(k): _dec(v) for k, v in attrs.items()}
+    saved_config = values.get("config")
+    if not isinstance(saved_config, RoundConfig) or saved_config.digest != config.digest:
+        raise StateError("the snapshot's configuration is not the round's")
+    return _rebuild(values, head, config)
+
+
+def _open(blob: bytes, key: bytes, config: Any, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check the header against ``config``, then authenticate and parse the body."""
     if not isinstance(blob, bytes) or len(blob) > MAX_STATE_BYTES:
         raise StateError("the blob is not bytes or is too large")
     head = snapshot_header(blob)
+    if head["kind"] != kind:
+        raise StateError(f"the snapshot is of a {head['kind']} client, not {kind}")
     if head["version"] != STATE_VERSION:
         raise StateError(f"state version {head['version']} is not {STATE_VERSION}")
     if config.session_id != head["session_id"] or config.round != head["round"]:
@@ -360,8 +393,6 @@ def restore_client(
         )
     if head["config_digest"] != config.digest:
         raise StateError("the snapshot was made under another configuration of this round")
-    if expect_state is not None and head["state"] is not expect_state:
-        raise StateError(f"the snapshot is at {head['state'].value}, not {expect_state.value}")
     n = len(_MAGIC) + _HEADER.size
     header, nonce, sealed = blob[:n], blob[n : n + _NONCE], blob[n + _NONCE :]
     try:
@@ -372,15 +403,12 @@ def restore_client(
         doc = json.loads(plain)
     except ValueError:
         raise StateError("the snapshot's body is not JSON") from None
-    if not isinstance(doc, dict) or doc.get("class") != _qualname(SecAggClient):
-        raise StateError("the snapshot is not of a SecAggClient")
-    attrs = doc.get("attrs")
-    if not isinstance(attrs, dict):
+    if not isinstance(doc, dict):
         raise StateError("malformed snapshot body")
-    values = {str(k): _dec(v) for k, v in attrs.items()}
-    saved_config = values.get("config")
-    if not isinstance(saved_config, RoundConfig) or saved_config.digest != config.digest:
-        raise StateError("the snapshot's configuration is not the round's")
+    return head, doc
+
+
+def _rebuild(values: dict[str, Any], head: dict[str, Any], config: RoundConfig) -> SecAggClient:
     try:
         fresh = SecAggClient(
             config,
@@ -402,3 +430,68 @@ def restore_client(
         raise StateError("the snapshot's body does not match its header")
     vars(fresh).update(values)
     return fresh
+
+
+# --------------------------------------------------------------------------------------------
+# The HE client (secagg.he): one upload per round, so its state is what it was built from
+# --------------------------------------------------------------------------------------------
+
+
+def export_he_client(
+    client: Any, key: bytes, public_context: bytes, *, rng: RandomSource | None = None
+) -> bytes:
+    """Seal an :class:`secagg.he.HeClient` under ``key``, bound to its round like
+    :func:`export_client`. ``public_context`` is the round's public context (the bytes the
+    client was built from); restoring parses and checks it again."""
+    from secagg.he import HeClient
+
+    if not isinstance(client, HeClient):
+        raise StateError("not an HeClient")
+    if set(vars(client)) != _HE_FIELDS:
+        raise StateError(
+            f"HeClient has fields {sorted(set(vars(client)) ^ _HE_FIELDS)} this format lacks"
+        )
+    aead = _derive(key)
+    body = {
+        "config": _enc(client.config, "config"),
+        "client_id": client.client_id,
+        "identity": _enc(client._identity, "identity"),
+        "tag_key": _enc(client._tag_key, "tag_key"),
+        "rng": _enc(client._rng, "rng"),
+        "public_context": _enc(bytes(public_context), "public_context"),
+    }
+    plain = json.dumps({"class": _qualname(HeClient), "attrs": body}, sort_keys=True).encode()
+    header = _header(client.config, client.client_id, _HE_STAGE, _HE_MAGIC)
+    nonce = (rng if rng is not None else SystemRandom()).bytes(_NONCE)
+    return header + nonce + aead.encrypt(nonce, plain, header)
+
+
+def restore_he_client(blob: bytes, key: bytes, config: Any) -> Any:
+    """The :class:`secagg.he.HeClient` sealed in ``blob``, for the round ``config`` (an
+    :class:`secagg.he.HeRoundConfig`); refuses like :func:`restore_client`."""
+    from secagg.he import HeClient, HeError
+
+    head, doc = _open(blob, key, config, "he")
+    attrs = doc.get("attrs")
+    if doc.get("class") != _qualname(HeClient) or not isinstance(attrs, dict):
+        raise StateError("the snapshot is not of an HeClient")
+    if set(attrs) != {"config", "client_id", "identity", "tag_key", "rng", "public_context"}:
+        raise StateError("malformed HeClient snapshot")
+    values = {k: _dec(v) for k, v in attrs.items()}
+    if getattr(values["config"], "digest", None) != config.digest:
+        raise StateError("the snapshot's configuration is not the round's")
+    if values["client_id"] != head["client_id"]:
+        raise StateError("the snapshot's body does not match its header")
+    rng = values["rng"]
+    try:
+        return HeClient(
+            config,
+            values["public_context"],
+            values["tag_key"],
+            values["client_id"],
+            values["identity"],
+            rng=rng,
+            allow_deterministic_rng=bool(getattr(rng, "deterministic", False)),
+        )
+    except (SecAggError, HeError) as exc:
+        raise StateError(f"the snapshot does not rebuild an HeClient: {exc}") from None
