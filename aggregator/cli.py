@@ -247,8 +247,8 @@ def _fl_task(args: argparse.Namespace, n: int):  # type: ignore[no-untyped-def]
     job = json.loads(args.job.read_text())
     if not isinstance(job, dict):
         raise ValueError(f"{args.job} must hold a JSON object")
-    model = job.pop("model", None)
-    tokenizer = job.pop("tokenizer", None)
+    model = job.pop("model", None)  # for `secagg-client init-adapter`, below
+    job.pop("tokenizer", None)
     params = FlParams(**job)
     if (args.initial_adapter is None) != (args.adapter_spec is None):
         raise ValueError("give both --initial-adapter and --adapter-spec, or neither")
@@ -258,15 +258,34 @@ def _fl_task(args: argparse.Namespace, n: int):  # type: ignore[no-untyped-def]
     elif model is None:
         raise ValueError("the job names no model: give --initial-adapter and --adapter-spec")
     else:
-        from client.training import initial_adapter  # the train extra: torch, peft
+        # Built by the member side's own command in a child process: the aggregator package
+        # never imports the training code (docs/architecture.md), and needs torch only here.
+        import subprocess
+        import sys
+        import tempfile
 
-        lora = params.train.get("lora")
-        if not isinstance(lora, dict):
-            raise ValueError("the job's train.lora must be an object (mode, r, alpha, ...)")
-        initial, spec = initial_adapter(
-            str(model), lora, tokenizer=None if tokenizer is None else Path(tokenizer)
-        )
-        spec_json = spec.to_json()
+        with tempfile.TemporaryDirectory(prefix="secagg-init-adapter.") as tmp:
+            done = subprocess.run(  # noqa: S603 - our own interpreter and module
+                [
+                    sys.executable,
+                    "-m",
+                    "client.cli",
+                    "init-adapter",
+                    "--job",
+                    str(args.job),
+                    "--out",
+                    tmp,
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise ValueError(
+                    f"cannot build the initial adapter of {model!r}: {done.stderr.strip()[-500:]}"
+                )
+            initial = np.load(Path(tmp) / "initial-adapter.npy", allow_pickle=False)
+            spec_json = (Path(tmp) / "adapter-spec.json").read_text()
     key = load_signing_key(args.ledger_key) if args.ledger_key else None
     return DpLoraTask(
         initial,
