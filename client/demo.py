@@ -108,6 +108,14 @@ class Demo:
         self.args = args
         self.wd: Path = args.workdir.resolve()
         self.s = _settings(args.quick)
+        if args.model is not None:  # your own model folder (or a shipped name)
+            self.s["model"] = (
+                str(Path(args.model).resolve()) if Path(args.model).is_dir() else args.model
+            )
+        if args.targets:
+            self.s["lora"] = {**self.s["lora"], "targets": args.targets.split(",")}
+        if args.data is not None:
+            self.s["data"] = str(Path(args.data).resolve())
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs = self.wd / "logs"
         self._bars: dict[int, Any] = {}
@@ -271,6 +279,8 @@ class Demo:
             ]
             if cache:
                 argv += ["--cache", str(cache)]
+            if "data" in s:  # each client trains on its own slice of your dataset
+                argv += ["--data", s["data"]]
             if a.verify:
                 argv += ["--require-verification"]
             if victim == i:
@@ -411,6 +421,9 @@ class Demo:
                 b.close()
         self._bars.clear()
 
+    def _corpus(self) -> str:
+        return f"`{self.s['data']}`" if "data" in self.s else "Python's docstrings"
+
     def _upload_bytes(self, summary: dict[str, Any]) -> float:
         return float(summary.get("upload_dim", summary["d"]) * summary["ring_bits"] / 8)
 
@@ -517,7 +530,7 @@ class Demo:
             "",
             f"{n} clients, threshold t={t}, {len(history) - 1} rounds, model "
             f"`{self.s['model']}`, FFA-LoRA r={self.s['lora']['r']}; each client trains with "
-            "DP-SGD on its own slice of Python's docstrings and adds a distributed discrete "
+            f"DP-SGD on its own slice of {self._corpus()} and adds a distributed discrete "
             f"Gaussian share (user-level noise multiplier {self.s['user_noise']}).",
             "",
             "Contribution verification (docs/protocol.md §7): "
@@ -655,6 +668,25 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=900.0,
         help="seconds before the demo gives up (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--model",
+        default=None,
+        help="the base model: tiny, smollm2 or a local model folder (default: smollm2, or tiny "
+        "with --quick)",
+    )
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="your own text (JSON Lines, plain text, or a datasets folder), split into one "
+        "slice per client (default: Python's docstrings)",
+    )
+    ap.add_argument(
+        "--targets",
+        default=None,
+        metavar="NAME,NAME",
+        help="LoRA target modules (needed for model types without defaults, e.g. q_proj,v_proj)",
     )
     ap.add_argument("--dump-updates", action="store_true", help=argparse.SUPPRESS)
     return ap
