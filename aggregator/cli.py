@@ -154,14 +154,26 @@ def _parser() -> argparse.ArgumentParser:
         help="run rounds of federated DP-LoRA (secure sum of distributed-DP adapter updates)",
     )
     f.add_argument(
-        "--initial-adapter", type=Path, required=True, help="the starting adapter (float32 .npy)"
+        "--initial-adapter",
+        type=Path,
+        default=None,
+        help="the starting adapter (float32 .npy; default: built from the job's model)",
     )
-    f.add_argument("--adapter-spec", type=Path, required=True, help="the adapter's spec (JSON)")
+    f.add_argument(
+        "--adapter-spec",
+        type=Path,
+        default=None,
+        help="the adapter's spec (JSON; default: built from the job's model)",
+    )
     f.add_argument(
         "--job",
         type=Path,
         required=True,
-        help="JSON: l2_clip, noise_multiplier, mechanism, user_budget, delta, train{...}",
+        help="JSON: l2_clip, noise_multiplier, mechanism, user_budget, delta, train{steps, "
+        "batch_size, lr, clip, noise_multiplier, record_budget, block_size, lora{mode, r, "
+        "alpha, targets, public_seed}}; optionally model (tiny, smollm2 or a model folder) and "
+        "tokenizer, from which the initial adapter and its spec are built when "
+        "--initial-adapter/--adapter-spec are not given (that needs the train extra here)",
     )
     f.add_argument("--run-id", required=True, help="names this training run in the ledgers")
     f.add_argument(
@@ -272,12 +284,51 @@ def _fl_task(args: argparse.Namespace, n: int):  # type: ignore[no-untyped-def]
     from dp.ledger import load_signing_key
 
     job = json.loads(args.job.read_text())
+    if not isinstance(job, dict):
+        raise ValueError(f"{args.job} must hold a JSON object")
+    model = job.pop("model", None)  # for `secagg-client init-adapter`, below
+    job.pop("tokenizer", None)
     params = FlParams(**job)
-    initial = np.load(args.initial_adapter, allow_pickle=False)
+    if (args.initial_adapter is None) != (args.adapter_spec is None):
+        raise ValueError("give both --initial-adapter and --adapter-spec, or neither")
+    if args.initial_adapter is not None:
+        initial = np.load(args.initial_adapter, allow_pickle=False)
+        spec_json = args.adapter_spec.read_text()
+    elif model is None:
+        raise ValueError("the job names no model: give --initial-adapter and --adapter-spec")
+    else:
+        # Built by the member side's own command in a child process: the aggregator package
+        # never imports the training code (docs/architecture.md), and needs torch only here.
+        import subprocess
+        import sys
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="secagg-init-adapter.") as tmp:
+            done = subprocess.run(  # noqa: S603 - our own interpreter and module
+                [
+                    sys.executable,
+                    "-m",
+                    "client.cli",
+                    "init-adapter",
+                    "--job",
+                    str(args.job),
+                    "--out",
+                    tmp,
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise ValueError(
+                    f"cannot build the initial adapter of {model!r}: {done.stderr.strip()[-500:]}"
+                )
+            initial = np.load(Path(tmp) / "initial-adapter.npy", allow_pickle=False)
+            spec_json = (Path(tmp) / "adapter-spec.json").read_text()
     key = load_signing_key(args.ledger_key) if args.ledger_key else None
     return DpLoraTask(
         initial,
-        args.adapter_spec.read_text(),
+        spec_json,
         n=n,
         t=args.threshold,
         params=params,

@@ -15,7 +15,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aggregator.tasks import TaskRound, save_npy
 from dp._bounds import log_tail_skellam
-from dp._errors import InvalidParameter, WrapAroundRisk
 from dp.accounting import distributed_event
-from dp.distributed import Calibration, DistributedDPConfig, decode, round_privacy
+from dp.composed import DistributedDP
+from dp.distributed import DistributedDPConfig, decode, round_privacy
 from dp.ledger import Budget, PrivacyLedger
 from protos.ops import utc_stamp
 from secagg import ClientPolicy, RoundConfig
@@ -74,6 +74,29 @@ class FlParams:
         }
     )
 
+    @property
+    def distributed_dp(self) -> DistributedDP:
+        """The user-level DP part of the job, as the simulator and the clients take it."""
+        return DistributedDP(
+            l2_clip=self.l2_clip,
+            noise_multiplier=self.noise_multiplier,
+            mechanism=self.mechanism,  # type: ignore[arg-type]
+            max_corrupt=self.max_corrupt,
+            calibration=self.dp_calibration,  # type: ignore[arg-type]
+        )
+
+    @classmethod
+    def with_dp(cls, dp: DistributedDP, **rest: Any) -> FlParams:
+        """A job whose user-level DP is ``dp`` (the object :func:`secagg.simulate` takes)."""
+        return cls(
+            l2_clip=dp.l2_clip,
+            noise_multiplier=dp.noise_multiplier,
+            mechanism=dp.mechanism,
+            max_corrupt=dp.max_corrupt,
+            dp_calibration=dp.calibration,
+            **rest,
+        )
+
 
 def corrupt_survivors(n: int, params: FlParams, degree: int | None = None) -> int:
     """``c`` for the DP calibration: ``params.max_corrupt``, else the default client policy's
@@ -86,42 +109,12 @@ def corrupt_survivors(n: int, params: FlParams, degree: int | None = None) -> in
 def choose_dp_config(
     dim: int, n: int, t: int, params: FlParams, *, degree: int | None = None
 ) -> DistributedDPConfig:
-    """The smallest ring whose grid is fine against the signal and the noise.
-
-    Signal per coordinate after rotation is about ``l2_clip / sqrt(d)``; we ask for a grid 64
-    times finer than that (or than the noise, when larger), and at most 32 bits. The noise is
-    calibrated for ``c = corrupt_survivors(n, params, degree)`` corrupt survivors.
-    """
-    corrupt = corrupt_survivors(n, params, degree)
-    if not 0 <= corrupt < t or params.dp_calibration not in get_args(Calibration):
-        raise InvalidParameter(
-            f"the DP noise cannot withstand c={corrupt} corrupt of t={t} survivors "
-            f"with calibration {params.dp_calibration!r}: need 0 <= c < t"
-        )
-    signal = params.l2_clip / math.sqrt(max(dim, 1))
-    want = max(signal, params.noise_multiplier * params.l2_clip) / 64.0
-    last: DistributedDPConfig | None = None
-    for bits in range(12, 33):
-        try:
-            cfg = DistributedDPConfig.calibrated(
-                l2_clip=params.l2_clip,
-                dim=dim,
-                num_clients=n,
-                min_survivors=t,
-                noise_multiplier=params.noise_multiplier,
-                mechanism=params.mechanism,  # type: ignore[arg-type]
-                bits=bits,
-                max_corrupt=corrupt,
-                calibration=params.dp_calibration,  # type: ignore[arg-type]
-            )
-        except (ValueError, WrapAroundRisk):  # this ring is too small: try a wider one
-            continue
-        last = cfg
-        if cfg.granularity <= want:
-            return cfg
-    if last is None:
-        raise ValueError("no ring of at most 32 bits fits these DP parameters")
-    return last
+    """The smallest ring whose grid is fine against the signal and the noise
+    (:meth:`dp.DistributedDP.resolve`, the same choice :func:`secagg.simulate` makes): a grid
+    64 times finer than the per-coordinate signal ``l2_clip / sqrt(d)`` or the noise, when
+    larger, and at most 32 bits; the noise calibrated for
+    ``c = corrupt_survivors(n, params, degree)`` corrupt survivors."""
+    return params.distributed_dp.resolve(dim, n, t, n - 1 if degree is None else degree)
 
 
 def _noise_norm_bound(cfg: DistributedDPConfig, tail: float) -> float:

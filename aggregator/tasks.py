@@ -9,6 +9,7 @@ secure sum it publishes the result. It never sees an individual contribution.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +18,20 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from dp.composed import DistributedDP
+from dp.distributed import DistributedDPConfig, decode
 from secagg import RoundConfig
 
-__all__ = ["RoundTask", "StatisticsTask", "TaskRound", "save_npy"]
+__all__ = [
+    "DP_STATISTICS_KIND",
+    "DpStatisticsTask",
+    "RoundTask",
+    "StatisticsTask",
+    "TaskRound",
+    "save_npy",
+]
+
+DP_STATISTICS_KIND = "dp-statistics/v1"
 
 
 @dataclass(frozen=True)
@@ -99,4 +111,71 @@ class StatisticsTask:
             "npy": str(npy),
             "aggregate_sha256": digest,
             "error_bound": config.encoding.error_bound(len(included)),
+        }
+
+
+class DpStatisticsTask:
+    """The members' vectors summed under user-level distributed DP.
+
+    Give it the same :class:`dp.DistributedDP` as the members' contributors
+    (:class:`client.agent.DpStatisticsContributor`) and :func:`secagg.simulate`: the ring, the
+    encoded dimension and the noise follow from ``dim``, ``n``, ``t`` and the degree, and each
+    round's task (bound into ``dp_digest``) carries the resolved parameters and a fresh public
+    rotation seed, which every member checks against its own before it encodes.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        dp: DistributedDP | DistributedDPConfig,
+        *,
+        n: int,
+        t: int,
+        degree: int | None = None,
+    ) -> None:
+        if isinstance(dp, DistributedDP):
+            self.dp_config = dp.resolve(dim, n, t, n - 1 if degree is None else degree)
+        elif isinstance(dp, DistributedDPConfig):
+            if dp.dim != dim or dp.num_clients != n or dp.min_survivors < t:
+                raise ValueError("the DP parameters do not fit this job's dim, n and t")
+            self.dp_config = dp
+        else:
+            raise TypeError(f"dp must be DistributedDP or DistributedDPConfig, not {dp!r}")
+
+    def max_message_bytes(self) -> int:
+        return 0
+
+    def begin(self, round_number: int) -> TaskRound:
+        seed = os.urandom(32)  # public, fresh per round: the rotation's signs
+        doc = {
+            "kind": DP_STATISTICS_KIND,
+            "round": round_number,
+            "round_seed": seed.hex(),
+            "dp": self.dp_config.canonical_bytes().decode(),
+        }
+        return TaskRound(
+            task=json.dumps(doc, sort_keys=True, separators=(",", ":")).encode(),
+            d=self.dp_config.encoded_dim,
+            bits=self.dp_config.bits,
+            state={"seed": seed},
+        )
+
+    def publish(
+        self,
+        round_number: int,
+        config: RoundConfig,
+        task_round: TaskRound,
+        ring_sum: npt.NDArray[np.uint32],
+        included: frozenset[int],
+        out: Path,
+    ) -> dict[str, Any]:
+        dec = decode(ring_sum, self.dp_config, task_round.state["seed"], len(included))
+        npy = out / f"round-{round_number}.npy"
+        digest = save_npy(npy, dec.values)
+        return {
+            "npy": str(npy),
+            "aggregate_sha256": digest,
+            "noise_stddev": dec.noise_stddev,
+            "rounding_error_bound": dec.rounding_error_bound,
+            "dp": json.loads(self.dp_config.canonical_bytes()),
         }

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -35,6 +36,9 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
+from dp.composed import DistributedDP
+from dp.distributed import DistributedDPConfig
+from dp.distributed import encode as dp_encode
 from protos import wire
 from protos.consortium import MemberFolder, channel_options, member_folder
 from protos.secagg.consortium.v1 import consortium_pb2 as cpb
@@ -58,6 +62,7 @@ __all__ = [
     "AgentOptions",
     "ClientAgent",
     "Contributor",
+    "DpStatisticsContributor",
     "Refused",
     "RoundLost",
     "RoundReport",
@@ -102,6 +107,41 @@ class StatisticsContributor:
             raise AgentError("this client only does statistics rounds; the round has a task")
         x = np.asarray(self.provider(config), dtype=np.float64)
         return config.encoding.encode(x, SystemRandom())
+
+
+class DpStatisticsContributor:
+    """Statistics under user-level distributed DP: ``provider(config)`` gives this member's
+    float vector, which is clipped, rotated, noised and encoded with the round's DP parameters
+    once they match this member's own ``dp`` (the object the aggregator's
+    :class:`aggregator.tasks.DpStatisticsTask` and :func:`secagg.simulate` take)."""
+
+    def __init__(self, provider: InputProvider, dp: DistributedDP | DistributedDPConfig) -> None:
+        self.provider = provider
+        self.dp = dp
+
+    def contribute(self, config: RoundConfig, task: bytes, model: bytes) -> npt.NDArray[np.uint32]:
+        try:
+            doc = json.loads(task)
+            kind = doc.get("kind") if isinstance(doc, dict) else None
+        except ValueError:
+            kind = None
+        if kind != "dp-statistics/v1" or model:
+            raise AgentError("this client only takes part in dp-statistics/v1 rounds")
+        try:
+            theirs = DistributedDPConfig.from_canonical(str(doc["dp"]).encode())
+            seed = bytes.fromhex(str(doc["round_seed"]))
+        except (KeyError, ValueError) as exc:
+            raise AgentError(f"the round's DP task is malformed: {exc}") from None
+        x = np.asarray(self.provider(config), dtype=np.float64)
+        if isinstance(self.dp, DistributedDP):
+            mine = self.dp.resolve(x.shape[0], config.n, config.t, config.degree)
+        else:
+            mine = self.dp
+        if theirs.canonical_bytes() != mine.canonical_bytes():
+            raise AgentError("the round's DP parameters differ from this member's: refusing")
+        if config.d != mine.encoded_dim or config.ring_bits != mine.bits:
+            raise AgentError("the round's ring does not carry its DP parameters")
+        return dp_encode(x, mine, seed)
 
 
 class AgentError(Exception):

@@ -130,6 +130,20 @@ def _parser() -> argparse.ArgumentParser:
         "rotate", parents=[common], help="make new keys and a request for the administrator"
     )
     r.add_argument("--member", type=Path, required=True, help="this member's folder")
+    a = sub.add_parser(
+        "init-adapter",
+        parents=[common],
+        help="build a DP-LoRA job's initial adapter and its spec from the model the job names",
+        description="Read a serve-fl job file naming its model (tiny, smollm2 or a model "
+        "folder; optionally tokenizer) and train.lora (mode, r, alpha, targets, public_seed); "
+        "write initial-adapter.npy and adapter-spec.json into --out, for secagg-aggregator "
+        "serve-fl --initial-adapter/--adapter-spec. Every member builds the same adapter.",
+    )
+    a.add_argument("--job", type=Path, required=True, help="the serve-fl job file (JSON)")
+    a.add_argument("--out", type=Path, required=True, help="the folder to write into")
+    a.add_argument(
+        "--cache", type=Path, default=None, help="where SmolLM2 is cached (default: none)"
+    )
     j = sub.add_parser("join", parents=[common], help="take part in statistics rounds")
     _round_args(j)
     j.add_argument(
@@ -145,14 +159,39 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--model",
         default="tiny",
-        choices=["tiny", "smollm2"],
-        help="the base model (default: %(default)s)",
+        metavar="tiny|smollm2|PATH",
+        help="the base model: a shipped one, or a local folder any causal LM transformers can "
+        "load from (config.json + weights + tokenizer) (default: %(default)s)",
+    )
+    t.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=None,
+        help="a folder holding the tokenizer, when it is not beside the model (default: the "
+        "model's)",
+    )
+    t.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="this member's own text: a .jsonl file (one string or {TEXT_FIELD: ...} object "
+        "a line), a plain-text file, a folder of them, or a `datasets` save_to_disk folder "
+        "(default: the built-in docstring corpus, with --slice/--n-slices)",
+    )
+    t.add_argument(
+        "--text-field",
+        default="text",
+        help="the JSON Lines key or dataset column holding the text (default: %(default)s)",
     )
     t.add_argument(
         "--cache", type=Path, default=None, help="where SmolLM2 is cached (default: none)"
     )
-    t.add_argument("--slice", type=int, required=True, help="which slice of the local text")
-    t.add_argument("--n-slices", type=int, required=True, help="how many slices there are")
+    t.add_argument(
+        "--slice", type=int, default=None, help="which slice of the text (needed without --data)"
+    )
+    t.add_argument(
+        "--n-slices", type=int, default=None, help="how many slices there are (with --slice)"
+    )
     t.add_argument(
         "--max-blocks",
         type=int,
@@ -209,6 +248,9 @@ def _contributor(args: argparse.Namespace) -> Any:
                 model=args.model,
                 slice_index=args.slice,
                 n_slices=args.n_slices,
+                data=args.data,
+                tokenizer=args.tokenizer,
+                text_field=args.text_field,
                 ledger=args.ledger,
                 ledger_key=args.ledger_key,
                 cache_dir=args.cache,
@@ -315,6 +357,32 @@ def _rounds(args: argparse.Namespace) -> int:
     return EXIT_OK if done >= args.rounds else EXIT_INCOMPLETE
 
 
+def init_adapter(job_file: Path, out: Path, cache: Path | None = None) -> tuple[Path, Path]:
+    """``secagg-client init-adapter``: the initial adapter and spec of a job naming a model."""
+    import json
+
+    import torch
+
+    from client.training import initial_adapter
+
+    torch.set_num_threads(1)
+    job = json.loads(job_file.read_text())
+    if not isinstance(job, dict) or not isinstance(job.get("model"), str):
+        raise ValueError(f'{job_file} names no model ("model": tiny, smollm2 or a folder)')
+    lora = job.get("train", {}).get("lora") if isinstance(job.get("train"), dict) else None
+    if not isinstance(lora, dict):
+        raise ValueError(f"{job_file} has no train.lora object (mode, r, alpha, targets, ...)")
+    tok = job.get("tokenizer")
+    vec, spec = initial_adapter(
+        job["model"], lora, cache_dir=cache, tokenizer=None if tok is None else Path(tok)
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    npy, spec_path = out / "initial-adapter.npy", out / "adapter-spec.json"
+    np.save(npy, vec, allow_pickle=False)
+    spec_path.write_text(spec.to_json())
+    return npy, spec_path
+
+
 def _run(args: argparse.Namespace) -> int:
     from protos.consortium import MemberFolder
 
@@ -324,6 +392,10 @@ def _run(args: argparse.Namespace) -> int:
             f"member {args.id}: keys made in {args.member} (they never leave it); send {csr} "
             "to the administrator"
         )
+        return EXIT_OK
+    if args.cmd == "init-adapter":
+        out = init_adapter(args.job, args.out, args.cache)
+        print(f"wrote {out[0]} and {out[1]}")
         return EXIT_OK
     if args.cmd == "rotate":
         csr = MemberFolder(args.member).rotate()

@@ -1,4 +1,6 @@
-"""Local text for simulated clients: Python standard-library docstrings, split non-IID.
+"""Local text: the caller's own files (:func:`load_texts`: plain text, JSON Lines, or a
+``datasets`` dataset saved to disk), or for simulated clients Python's standard-library
+docstrings, split non-IID.
 
 The text is on every machine that runs Python, needs no download, and is deterministic for a
 given interpreter. Documents are listed family by family (text processing, maths, networking,
@@ -10,10 +12,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
+import os
 import types
 import warnings
 from collections.abc import Iterable, Sequence
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
 
 import torch
 
@@ -24,6 +29,7 @@ __all__ = [
     "HELD_OUT_MODULES",
     "STDLIB_FAMILIES",
     "held_out_corpus",
+    "load_texts",
     "local_text_corpus",
     "module_documents",
     "tokenize_blocks",
@@ -191,3 +197,94 @@ def tokenize_blocks(
     if max_blocks is not None:
         n = min(n, max_blocks)
     return torch.tensor(stream[: n * block_size], dtype=torch.long).reshape(n, block_size)
+
+
+#: Bytes of local text :func:`load_texts` reads at most (a device's own corpus, not a crawl).
+MAX_TEXT_BYTES: Final[int] = 1 << 30
+_TEXT_SUFFIXES: Final[tuple[str, ...]] = (".txt", ".text", ".md")
+
+
+def _jsonl(path: Path, text_field: str) -> list[str]:
+    docs: list[str] = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise InvalidTrainingConfig(f"{path}:{number}: not JSON: {exc}") from None
+            if isinstance(row, str):
+                text = row
+            elif isinstance(row, dict) and isinstance(row.get(text_field), str):
+                text = row[text_field]
+            else:
+                raise InvalidTrainingConfig(
+                    f"{path}:{number}: want a string or an object with a string {text_field!r}"
+                )
+            if text.strip():
+                docs.append(text)
+    return docs
+
+
+def _saved_dataset(path: Path, text_field: str) -> list[str]:
+    try:
+        import datasets
+    except ImportError:
+        raise InvalidTrainingConfig(
+            f"{path} is a `datasets` folder: pip install 'secagg-dplora[data]'"
+        ) from None
+    loaded: Any = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.DatasetDict):
+        if "train" not in loaded:
+            raise InvalidTrainingConfig(f"{path} has splits {list(loaded)} but no 'train'")
+        loaded = loaded["train"]
+    if text_field not in loaded.column_names:
+        raise InvalidTrainingConfig(
+            f"{path} has columns {loaded.column_names}, not {text_field!r} (text_field=...)"
+        )
+    return [t for t in loaded[text_field] if isinstance(t, str) and t.strip()]
+
+
+def load_texts(path: str | os.PathLike[str], *, text_field: str = "text") -> list[str]:
+    """Documents from a local dataset, in file order; what :func:`tokenize_blocks` takes.
+
+    * ``*.jsonl`` / ``*.json`` (JSON Lines): one document per line, either a JSON string or an
+      object whose ``text_field`` is a string (other keys are ignored);
+    * a folder written by ``datasets``' ``save_to_disk`` (its ``train`` split if it has
+      several; needs the ``data`` extra): the ``text_field`` column;
+    * any other file (``.txt``, ``.md``, ...): plain UTF-8 text, one document per file;
+    * a folder of such files: every ``.txt``/``.text``/``.md``/``.jsonl`` file, sorted by name.
+
+    Empty documents are dropped. Raises :class:`InvalidTrainingConfig` on a missing path,
+    malformed JSON, a missing field, more than :data:`MAX_TEXT_BYTES`, or no text at all.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise InvalidTrainingConfig(f"no dataset at {root}")
+    if root.is_dir() and (
+        (root / "dataset_info.json").is_file() or (root / "dataset_dict.json").is_file()
+    ):
+        docs = _saved_dataset(root, text_field)
+    else:
+        if root.is_dir():
+            files = sorted(
+                p
+                for p in root.iterdir()
+                if p.is_file() and p.suffix.lower() in (*_TEXT_SUFFIXES, ".jsonl")
+            )
+        else:
+            files = [root]
+        if sum(p.stat().st_size for p in files) > MAX_TEXT_BYTES:
+            raise InvalidTrainingConfig(f"{root} holds more than {MAX_TEXT_BYTES} bytes of text")
+        docs = []
+        for p in files:
+            if p.suffix.lower() in (".jsonl", ".json"):
+                docs.extend(_jsonl(p, text_field))
+            else:
+                text = p.read_text(encoding="utf-8")
+                if text.strip():
+                    docs.append(text)
+    if not docs:
+        raise InvalidTrainingConfig(f"{root} holds no text")
+    return docs

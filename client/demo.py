@@ -108,9 +108,18 @@ class Demo:
         self.args = args
         self.wd: Path = args.workdir.resolve()
         self.s = _settings(args.quick)
+        if args.model is not None:  # your own model folder (or a shipped name)
+            self.s["model"] = (
+                str(Path(args.model).resolve()) if Path(args.model).is_dir() else args.model
+            )
+        if args.targets:
+            self.s["lora"] = {**self.s["lora"], "targets": args.targets.split(",")}
+        if args.data is not None:
+            self.s["data"] = str(Path(args.data).resolve())
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs = self.wd / "logs"
         self._bars: dict[int, Any] = {}
+        self._printed: dict[int, int] = {}
 
     # -- processes ------------------------------------------------------------------------
 
@@ -335,6 +344,8 @@ class Demo:
             ]
             if cache:
                 argv += ["--cache", str(cache)]
+            if "data" in s:  # each client trains on its own slice of your dataset
+                argv += ["--data", s["data"]]
             if a.verify:
                 argv += ["--require-verification"]
             if victim == i:
@@ -370,6 +381,7 @@ class Demo:
                 time.sleep(0.5)
                 continue
             summary = json.loads(js.read_text())
+            self._progress(r, n)  # the stages that closed since the last look
             self._close_bars()
             adapter = np.load(summary["adapter_npy"], allow_pickle=False)
             tr.vector_to_adapter(net, adapter, spec)
@@ -420,9 +432,35 @@ class Demo:
         say(f"report: {self.wd / 'report.md'}")
         return 0
 
+    def _round_events(self, r: int, n: int) -> tuple[int, list[str]]:
+        """From the processes' logs: how many clients finished round ``r``'s local training,
+        and the protocol stages the aggregator closed (``"STAGE k/n"``)."""
+        trained = 0
+        for i in range(1, n + 1):
+            log = self.logs / f"client-{i}.log"
+            if log.exists() and f"round {r} trained" in log.read_text(errors="replace"):
+                trained += 1
+        agg = self.logs / "aggregator.log"
+        closed = []
+        if agg.exists():
+            for line in agg.read_text(errors="replace").splitlines():
+                m = re.search(rf"round {r} (\w+)\s+closed: (\d+/\d+) answered", line)
+                if m:
+                    closed.append(f"{m.group(1)} {m.group(2)}")
+        return trained, closed
+
     def _progress(self, r: int, n: int) -> None:
-        """Two progress bars per round, read from the processes' logs: clients that finished
-        local DP training, and protocol stages the aggregator closed."""
+        """On a terminal, two progress bars per round (clients that finished local DP training,
+        protocol stages the aggregator closed); in a log, one line per event instead."""
+        if not sys.stdout.isatty():
+            trained, closed = self._round_events(r, n)
+            seen = self._printed.setdefault(r, 0)
+            if closed and seen == 0:  # the first stage closes once local training is over
+                print(f"round {r}: {trained}/{n} clients finished local DP training", flush=True)
+            for stage in closed[seen:]:
+                print(f"round {r}: stage {stage} answered", flush=True)
+            self._printed[r] = len(closed)
+            return
         from tqdm import tqdm
 
         bars = self._bars
@@ -436,19 +474,8 @@ class Demo:
                 tqdm(total=5, desc=f"round {r} secure aggregation", unit="stage", leave=False),
             )
         train_bar, stage_bar = bars[r]
-        trained = 0
-        for i in range(1, n + 1):
-            log = self.logs / f"client-{i}.log"
-            if log.exists() and f"round {r} trained" in log.read_text(errors="replace"):
-                trained += 1
+        trained, closed = self._round_events(r, n)
         train_bar.update(trained - train_bar.n)
-        agg = self.logs / "aggregator.log"
-        closed = []
-        if agg.exists():
-            for line in agg.read_text(errors="replace").splitlines():
-                m = re.search(rf"round {r} (\w+)\s+closed: (\d+/\d+) answered", line)
-                if m:
-                    closed.append(f"{m.group(1)} {m.group(2)}")
         stage_bar.update(len(closed) - stage_bar.n)
         if closed:
             stage_bar.set_postfix_str(closed[-1])
@@ -458,6 +485,9 @@ class Demo:
             for b in pair:
                 b.close()
         self._bars.clear()
+
+    def _corpus(self) -> str:
+        return f"`{self.s['data']}`" if "data" in self.s else "Python's docstrings"
 
     def _upload_bytes(self, summary: dict[str, Any]) -> float:
         return float(summary.get("upload_dim", summary["d"]) * summary["ring_bits"] / 8)
@@ -516,6 +546,7 @@ class Demo:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
 
         fig, ax = plt.subplots(figsize=(5, 3.2))
         ax.plot(range(len(history)), [h["loss"] for h in history], marker="o")
@@ -527,6 +558,8 @@ class Demo:
         fig.savefig(self.wd / "loss.png", dpi=110)
         plt.close(fig)
         fig, ax = plt.subplots(figsize=(5, 3.2))
+        markers = "osD^v<>pPX*h"
+        styles = ["-", "--", "-.", ":"]
         for i in range(1, n + 1):
             pts = [
                 (e["round"], e["record_epsilon"])
@@ -534,11 +567,24 @@ class Demo:
                 if e["client"] == i and e["record_epsilon"] is not None
             ]
             if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=f"client {i}")
-        ax.set_xlabel("round")
+                # Clients that spent the same epsilon would hide each other: dodge each one a
+                # little along x, with its own marker and dash pattern.
+                dodge = (i - (n + 1) / 2) * 0.04
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(
+                    [x + dodge for x in xs],
+                    ys,
+                    marker=markers[(i - 1) % len(markers)],
+                    linestyle=styles[(i - 1) % len(styles)],
+                    markersize=5,
+                    alpha=0.85,
+                    label=f"client {i}",
+                )
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("round (clients dodged slightly apart)")
         ax.set_ylabel("record-level epsilon (delta=1e-5)")
         ax.set_title("epsilon spent per client")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
         fig.savefig(self.wd / "epsilon.png", dpi=110)
         plt.close(fig)
@@ -549,7 +595,7 @@ class Demo:
             "",
             f"{n} clients, threshold t={t}, {len(history) - 1} rounds, model "
             f"`{self.s['model']}`, FFA-LoRA r={self.s['lora']['r']}; each client trains with "
-            "DP-SGD on its own slice of Python's docstrings and adds a distributed discrete "
+            f"DP-SGD on its own slice of {self._corpus()} and adds a distributed discrete "
             f"Gaussian share (user-level noise multiplier {self.s['user_noise']}).",
             "",
             "Contribution verification (docs/protocol.md §7): "
@@ -596,6 +642,7 @@ class Demo:
             f"- base model: `{PROMPT!r}` -> `{sample0!r}`",
             f"- fine-tuned: `{PROMPT!r}` -> `{sample1!r}`",
             "",
+            *_sample_note(sample0, sample1, history),
             f"Aggregated adapter: `{adapter_dir}` (loads with `PeftModel.from_pretrained`: "
             f"{loads}).",
             "",
@@ -616,6 +663,24 @@ class Demo:
                 indent=1,
             )
         )
+
+
+def _sample_note(sample0: str, sample1: str, history: list[dict[str, Any]]) -> list[str]:
+    """Say so when greedy decoding gives the same text before and after, and why."""
+    if sample0 != sample1:
+        return ["The fine-tuned model continues the prompt differently from the base model.", ""]
+    drop = history[0]["loss"] - history[-1]["loss"]
+    moved = [float(h["mean_update_l2"]) for h in history[1:] if h.get("mean_update_l2") is not None]
+    return [
+        "The samples are the same: greedy decoding takes the most likely token at each step, "
+        f"and {len(history) - 1} rounds of a few noised DP-SGD steps moved the adapter "
+        f"(mean update L2 {max(moved) if moved else float('nan'):.3g} per round) too little to "
+        "change which token is most likely on this prompt. The change shows in the held-out "
+        f"loss ({history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}, "
+        f"{'down' if drop > 0 else 'not down'} by {abs(drop):.4f}); more rounds, more local "
+        "steps or less noise change the samples too.",
+        "",
+    ]
 
 
 def _check_peft_load(
@@ -675,6 +740,25 @@ def _parser() -> argparse.ArgumentParser:
         default="pairwise",
         help="pairwise: the federated DP-LoRA demo over SecAgg+; oneshot: statistics rounds of "
         "the one-shot variant with a decryptor committee (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--model",
+        default=None,
+        help="the base model: tiny, smollm2 or a local model folder (default: smollm2, or tiny "
+        "with --quick)",
+    )
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="your own text (JSON Lines, plain text, or a datasets folder), split into one "
+        "slice per client (default: Python's docstrings)",
+    )
+    ap.add_argument(
+        "--targets",
+        default=None,
+        metavar="NAME,NAME",
+        help="LoRA target modules (needed for model types without defaults, e.g. q_proj,v_proj)",
     )
     ap.add_argument("--dump-updates", action="store_true", help=argparse.SUPPRESS)
     return ap

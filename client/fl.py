@@ -27,7 +27,7 @@ from dp.ledger import Budget, BudgetExceeded, PrivacyLedger, load_signing_key
 from protos.ops import utc_stamp
 from secagg import ClientPolicy, RoundConfig
 
-__all__ = ["FlClientOptions", "FlContributor", "check_round_dp"]
+__all__ = ["FlClientOptions", "FlContributor", "check_round_dp", "local_documents"]
 
 log = logging.getLogger("secagg.client.fl")
 TASK_KIND = "dp-lora/v1"
@@ -35,12 +35,21 @@ TASK_KIND = "dp-lora/v1"
 
 @dataclass(frozen=True)
 class FlClientOptions:
+    """A training member's local choices. ``model``: ``tiny``, ``smollm2`` or a local model
+    folder (``tokenizer``: another folder for its tokenizer). ``data``: a local dataset
+    (:func:`client.data.load_texts`: plain text, JSON Lines with ``text_field``, or a
+    ``datasets`` folder); without it the member trains on slice ``slice_index`` of
+    ``n_slices`` of the built-in docstring corpus (with it, the slice of its own documents)."""
+
     client_id: int
     model: str
-    slice_index: int
-    n_slices: int
     ledger: Path
     ledger_key: Path
+    slice_index: int | None = None
+    n_slices: int | None = None
+    data: Path | None = None
+    tokenizer: Path | None = None
+    text_field: str = "text"
     cache_dir: Path | None = None
     max_blocks: int | None = None
     dump_dir: Path | None = None  # testing only: keep this client's own updates, locally
@@ -48,6 +57,29 @@ class FlClientOptions:
     # the default ClientPolicy tolerates for the round's degree. A round whose DP parameters
     # assume fewer is refused.
     max_corrupt: int | None = None
+
+
+def local_documents(options: FlClientOptions) -> list[str]:
+    """The member's training documents (see :class:`FlClientOptions`)."""
+    from client import data
+
+    sliced = options.slice_index is not None or options.n_slices is not None
+    if sliced and (options.slice_index is None or options.n_slices is None):
+        raise AgentError("give both the slice and the number of slices, or neither")
+    if options.data is None:
+        if options.slice_index is None or options.n_slices is None:
+            raise AgentError("without local data (--data), give --slice and --n-slices")
+        return data.local_text_corpus(options.slice_index, options.n_slices)
+    docs = data.load_texts(options.data, text_field=options.text_field)
+    if options.slice_index is None or options.n_slices is None:
+        return docs
+    if not 0 <= options.slice_index < options.n_slices <= len(docs):
+        raise AgentError(
+            f"slice {options.slice_index} of {options.n_slices} does not fit {len(docs)} documents"
+        )
+    lo = options.slice_index * len(docs) // options.n_slices
+    hi = (options.slice_index + 1) * len(docs) // options.n_slices
+    return docs[lo:hi]
 
 
 def check_round_dp(
@@ -83,10 +115,12 @@ class FlContributor:
 
         self.tr = tr
         self.options = options
-        self.base, self.tokenizer = tr.load_base_model(options.model, options.cache_dir)
+        self.base, self.tokenizer = tr.load_base_model(
+            options.model, options.cache_dir, tokenizer=options.tokenizer
+        )
         self.model: Any = None
         self.lora_key: str = ""
-        self.texts = tr.local_text_corpus(options.slice_index, options.n_slices)
+        self.texts = local_documents(options)
         self.ledger = PrivacyLedger.open_or_create(
             options.ledger, load_signing_key(options.ledger_key)
         )

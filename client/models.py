@@ -1,4 +1,5 @@
-"""Base language models that load with no network: a tiny random GPT-2 and SmolLM2-135M.
+"""Base language models that load with no network: a tiny random GPT-2, SmolLM2-135M, or any
+causal language model that transformers can load from a local folder (``load_base_model(PATH)``).
 
 Every client of a federation must start from bit-identical base weights, or the aggregated
 adapter update means nothing. The tiny model is therefore generated from a fixed *public* seed
@@ -33,6 +34,7 @@ __all__ = [
     "ByteTokenizer",
     "TokenizerLike",
     "load_base_model",
+    "load_model_folder",
     "public_uniform",
     "smollm2_package_dir",
 ]
@@ -209,10 +211,49 @@ def _load_smollm2(cache_dir: Path | None) -> tuple[nn.Module, TokenizerLike]:
     return model, tokenizer
 
 
-def load_base_model(
-    name: str, cache_dir: Path | None = None, *, seed: int = TINY_PUBLIC_SEED
+def load_model_folder(
+    path: str | os.PathLike[str], tokenizer: str | os.PathLike[str] | None = None
 ) -> tuple[nn.Module, TokenizerLike]:
-    """``(model, tokenizer)`` for ``name`` in :data:`MODEL_NAMES`, offline, float32, CPU.
+    """Any causal LM saved with ``save_pretrained`` (config + weights) in a local folder, with
+    the tokenizer saved beside it or in ``tokenizer`` (a folder); never the network.
+
+    Raises :class:`ModelUnavailable` when the folder holds no loadable model or tokenizer.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        raise ModelUnavailable(f"{folder} is not a model folder (no config.json)")
+    tok_dir = Path(tokenizer) if tokenizer is not None else folder
+    try:
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=torch.float32, local_files_only=True
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelUnavailable(
+            f"transformers cannot load a causal LM from {folder}: {exc}"
+        ) from exc
+    try:
+        tok: Any = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelUnavailable(
+            f"no tokenizer in {tok_dir} (save one beside the model, or pass tokenizer=): {exc}"
+        ) from exc
+    return model, tok
+
+
+def load_base_model(
+    name: str | os.PathLike[str],
+    cache_dir: Path | None = None,
+    *,
+    seed: int = TINY_PUBLIC_SEED,
+    tokenizer: str | os.PathLike[str] | None = None,
+) -> tuple[nn.Module, TokenizerLike]:
+    """``(model, tokenizer)`` for ``name`` in :data:`MODEL_NAMES` or a model folder, offline,
+    float32, CPU.
+
+    A ``name`` that is not one of :data:`MODEL_NAMES` is a local folder that transformers loads
+    (:func:`load_model_folder`; ``tokenizer`` names another folder for the tokenizer).
 
     ``tiny``: a 2-layer, 64-wide GPT-2 (vocab 1000, 172,288 parameters) drawn from the public
     ``seed`` with a :class:`ByteTokenizer`. ``smollm2``: SmolLM2-135M-Instruct from the GGUF in
@@ -221,16 +262,20 @@ def load_base_model(
     The model is returned in ``train()`` mode (opacus requires it; it has no dropout to matter).
     """
     model: nn.Module
-    tokenizer: TokenizerLike
+    tok: TokenizerLike
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*bos_token_id.*")
-        if name == "tiny":
-            model, tokenizer = _load_tiny(seed)
-        elif name == "smollm2":
-            model, tokenizer = _load_smollm2(cache_dir)
+        if name == "tiny" and tokenizer is None:
+            model, tok = _load_tiny(seed)
+        elif name == "smollm2" and tokenizer is None:
+            model, tok = _load_smollm2(cache_dir)
+        elif str(name) not in MODEL_NAMES and Path(name).is_dir():
+            model, tok = load_model_folder(name, tokenizer)
         else:
-            raise ModelUnavailable(f"unknown model {name!r}; known: {list(MODEL_NAMES)}")
+            raise ModelUnavailable(
+                f"unknown model {str(name)!r}: give one of {list(MODEL_NAMES)} or a model folder"
+            )
     for p in model.parameters():
         p.requires_grad_(False)
     model.train()
-    return model, tokenizer
+    return model, tok

@@ -45,8 +45,14 @@ from client._training_errors import (
     PerSampleGradientMissing,
     TrainingError,
 )
-from client.data import held_out_corpus, local_text_corpus, tokenize_blocks
-from client.models import ByteTokenizer, TokenizerLike, load_base_model, public_uniform
+from client.data import held_out_corpus, load_texts, local_text_corpus, tokenize_blocks
+from client.models import (
+    ByteTokenizer,
+    TokenizerLike,
+    load_base_model,
+    load_model_folder,
+    public_uniform,
+)
 
 __all__ = [
     "ACCOUNTANT_NAMES",
@@ -69,7 +75,10 @@ __all__ = [
     "evaluate_loss",
     "generate",
     "held_out_corpus",
+    "initial_adapter",
     "load_base_model",
+    "load_model_folder",
+    "load_texts",
     "local_text_corpus",
     "save_adapter",
     "tokenize_blocks",
@@ -371,6 +380,30 @@ def apply_mean_update(
     return new.astype(np.float32)
 
 
+def initial_adapter(
+    model: str | Path,
+    lora: Mapping[str, Any],
+    *,
+    cache_dir: Path | None = None,
+    tokenizer: Path | None = None,
+) -> tuple[npt.NDArray[np.float32], AdapterSpec]:
+    """The starting adapter vector and its spec for a federation: ``model`` (a shipped name or
+    a model folder) with LoRA set up as ``lora`` (``mode``, ``r``, ``alpha``, ``targets``,
+    ``public_seed``: the job's ``train.lora``). Every client builds the same one."""
+    base, _ = load_base_model(model, cache_dir, tokenizer=tokenizer)
+    targets = lora.get("targets")
+    net = attach_lora(
+        base,
+        mode=lora.get("mode", "ffa"),
+        r=int(lora.get("r", 8)),
+        alpha=int(lora.get("alpha", 16)),
+        targets=None if targets is None else list(targets),
+        public_seed=int(lora.get("public_seed", 0)),
+    )
+    vec, spec = adapter_to_vector(net)
+    return vec.astype(np.float32), spec
+
+
 def save_adapter(model: nn.Module, out_dir: Path) -> Path:
     """Write a standard peft adapter folder (safetensors) plus ``adapter_spec.json``.
 
@@ -460,13 +493,31 @@ class TrainResult:
     step_seconds: tuple[float, ...] = field(default=())
 
 
+def _logits(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """Next-token logits ``(batch, seq, vocab)``: a transformers model is called with
+    ``input_ids=``; any other module (possibly inside peft) with the token batch as its one
+    positional argument, returning logits or an object with ``.logits``."""
+    config = getattr(model, "config", None)
+    out = (
+        model(input_ids=batch)
+        if config is not None and not isinstance(config, dict)
+        else model(batch)
+    )
+    logits = getattr(out, "logits", out)
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 3 or logits.shape[:2] != batch.shape:
+        raise InvalidTrainingConfig(
+            "the model must return logits of shape (batch, sequence, vocabulary) for a token batch"
+        )
+    return logits
+
+
 def _lm_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     """Mean over sequences of each sequence's mean next-token cross-entropy.
 
     Each sequence's own loss is its mean, so the record (one block) is the privacy unit and
     opacus' ``loss_reduction="mean"`` recovers exact per-sequence gradients.
     """
-    logits = model(input_ids=batch).logits
+    logits = _logits(model, batch)
     v = logits.shape[-1]
     per_token = nn.functional.cross_entropy(
         logits[:, :-1].reshape(-1, v).float(), batch[:, 1:].reshape(-1), reduction="none"
@@ -627,25 +678,30 @@ def train_dp(
     try:
         with _quiet():
             dp_opt: Any = None
+            batches: Iterator[torch.Tensor]
+            engine: Any = None
             if private:
-                from opacus.grad_sample.utils import prepare_module
-                from opacus.optimizers import DPOptimizer
+                # The same path as an opacus user's loop (client.privacy): make_private on the
+                # model (hooks, not wrapped: it stays a peft model), optimizer and data.
+                from torch.utils.data import DataLoader, TensorDataset
 
-                hooks = prepare_module(
-                    model,
-                    grad_sample_mode,
-                    wrap_model=False,
-                    batch_first=True,
-                    loss_reduction="mean",
-                )
-                dp_opt = DPOptimizer(
-                    base_opt,
+                from client.privacy import PrivacyEngine
+
+                engine = PrivacyEngine(accountant=accountant)
+                hooks, dp_opt, loader = engine.make_private(
+                    module=model,
+                    optimizer=base_opt,
+                    data_loader=DataLoader(TensorDataset(blocks), batch_size=batch_size),
                     noise_multiplier=sigma,
                     max_grad_norm=clip,
-                    expected_batch_size=batch_size,
-                    loss_reduction="mean",
-                    generator=noise_gen,
+                    noise_generator=noise_gen,
+                    sampler_generator=sampler_gen,
+                    grad_sample_mode=grad_sample_mode,
+                    wrap_model=False,
                 )
+                batches = loader.indices(n_steps)
+            else:
+                batches = _poisson_batches(n, sample_rate, n_steps, sampler_gen)
             current: dict[str, Any] = {}
 
             def on_noised_step(opt: Any) -> None:
@@ -669,9 +725,16 @@ def train_dp(
                 )
 
             if dp_opt is not None:
-                dp_opt.attach_step_hook(on_noised_step)
+                # DPOptimizer keeps one step hook: the engine's accountant's, then ours.
+                account_step = dp_opt.step_hook
 
-            for step, idx in enumerate(_poisson_batches(n, sample_rate, n_steps, sampler_gen), 1):
+                def both_hooks(opt: Any) -> None:
+                    account_step(opt)
+                    on_noised_step(opt)
+
+                dp_opt.attach_step_hook(both_hooks)
+
+            for step, idx in enumerate(batches, 1):
                 ts = time.perf_counter()
                 batch = blocks[idx].to(device)
                 size = int(batch.shape[0])
@@ -727,7 +790,7 @@ def train_dp(
         model.train(was_training)
     seconds = time.perf_counter() - t0
 
-    if private and accounted != n_steps:
+    if private and not accounted == n_steps == len(engine.accountant):
         raise TrainingError(f"{accounted} steps were noised but {n_steps} were accounted")
     end, _ = adapter_to_vector(model, np.float64)
     if not np.isfinite(end).all():
@@ -786,7 +849,7 @@ def evaluate_loss(model: nn.Module, blocks: torch.Tensor, *, batch_size: int = 3
     with _quiet():
         for i in range(0, blocks.shape[0], batch_size):
             batch = blocks[i : i + batch_size].to(device)
-            logits = model(input_ids=batch).logits
+            logits = _logits(model, batch)
             v = logits.shape[-1]
             loss = nn.functional.cross_entropy(
                 logits[:, :-1].reshape(-1, v).float(), batch[:, 1:].reshape(-1), reduction="sum"
@@ -816,7 +879,7 @@ def generate(
             context = ids + out
             if isinstance(limit, int):
                 context = context[-limit:]
-            logits = model(input_ids=torch.tensor([context], device=device)).logits
+            logits = _logits(model, torch.tensor([context], device=device))
             nxt = int(logits[0, -1].argmax())
             if eos is not None and nxt == eos:
                 break

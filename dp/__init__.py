@@ -26,6 +26,7 @@ from dp._hadamard import (
     walsh_hadamard,
 )
 from dp._random import OsRandom, RandomSource, SeededRandom, require_csprng
+from dp.composed import DistributedDP, DpRound, bind
 from dp.distributed import (
     DEFAULT_BETA,
     MAX_BITS,
@@ -56,7 +57,9 @@ __all__ = [
     "SAMPLER_LOG_PMF_ERROR",
     "WRAP_PROBABILITY",
     "DecodedSum",
+    "DistributedDP",
     "DistributedDPConfig",
+    "DpRound",
     "InsecureRandomness",
     "InsufficientSurvivors",
     "InvalidParameter",
@@ -70,6 +73,7 @@ __all__ = [
     "RoundingFailure",
     "SeededRandom",
     "WrapAroundRisk",
+    "bind",
     "choose_bits",
     "choose_scale",
     "clip_l2",

@@ -27,6 +27,7 @@ from secagg.config import PROTOCOL_VERSION, ClientPolicy, RoundConfig, Stage
 from secagg.encoding import RingEncoding, pack_bits, unpack_bits
 from secagg.server import RoundResult, SecAggServer, ServerState
 from secagg.simulate import SimulationResult, simulate
+from secagg.state import StateError, export_client, restore_client
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -56,9 +57,12 @@ __all__ = [
     "ServerState",
     "SimulationResult",
     "Stage",
+    "StateError",
     "SystemRandom",
     "UnexpectedMessage",
+    "export_client",
     "pack_bits",
+    "restore_client",
     "simulate",
     "unpack_bits",
 ]

@@ -44,17 +44,35 @@ class DeterministicRandom:
     """AES-256-CTR stream keyed by SHA-256 of a seed. Test-only: reproducible by design."""
 
     deterministic = True
-    __slots__ = ("_enc",)
+    __slots__ = ("_enc", "_key", "_offset")
 
     def __init__(self, seed: bytes | int | str):
         if isinstance(seed, int):
             seed = b"int:" + str(seed).encode()
         elif isinstance(seed, str):
             seed = seed.encode()
-        key = hashlib.sha256(b"secagg/v1/test-rng" + seed).digest()
-        self._enc = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
+        self._start(hashlib.sha256(b"secagg/v1/test-rng" + seed).digest(), 0)
+
+    def _start(self, key: bytes, offset: int) -> None:
+        block, skip = divmod(offset, 16)
+        self._key = key
+        self._enc = Cipher(algorithms.AES(key), modes.CTR(block.to_bytes(16, "big"))).encryptor()
+        self._enc.update(bytes(skip))
+        self._offset = offset
+
+    def position(self) -> tuple[bytes, int]:
+        """``(key, bytes drawn so far)``: enough to resume the stream (secagg.state, tests)."""
+        return self._key, self._offset
+
+    @classmethod
+    def resume(cls, key: bytes, offset: int) -> DeterministicRandom:
+        """The stream of :meth:`position`, continued from where it was."""
+        rng = cls.__new__(cls)
+        rng._start(key, offset)
+        return rng
 
     def bytes(self, n: int) -> bytes:
+        self._offset += n
         return self._enc.update(bytes(n))
 
 

@@ -12,7 +12,8 @@ import contextlib
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +27,10 @@ from secagg.config import ClientPolicy, RoundConfig, Stage
 from secagg.encoding import pack_bits, unpack_bits
 from secagg.messages import CheckResponse, ClientMessage, MaskedInput, ServerMessage
 from secagg.server import SecAggServer
+
+if TYPE_CHECKING:  # the dp package is imported only when a round asks for distributed DP
+    from dp.composed import DistributedDP
+    from dp.distributed import DecodedSum, DistributedDPConfig
 
 __all__ = ["SimulationResult", "simulate"]
 
@@ -45,6 +50,11 @@ class SimulationResult:
     server excluded and why, ``cheaters`` those among them excluded or named for a provably
     false contribution (SPEC.md D12); ``refused`` the clients that did not take part because
     their input is above the round's norm bound (docs/protocol.md §7).
+
+    With distributed DP (``simulate(..., dp=...)``), ``aggregate`` is the decoded noisy sum of
+    the included clients' L2-clipped updates, ``config`` the round actually run (``d`` the
+    encoded dimension, the DP ring), ``dp`` the decoded sum's noise and rounding figures, and
+    ``error_bound`` the rounding error bound alone (the noise is on top: ``dp.noise_stddev``).
     """
 
     aggregate: npt.NDArray[np.float64] = field(compare=False)
@@ -58,6 +68,7 @@ class SimulationResult:
     rejected: Mapping[int, str]
     refused: Mapping[int, str] = field(default_factory=dict)
     cheaters: Mapping[int, str] = field(default_factory=dict)
+    dp: DecodedSum | None = field(default=None, compare=False)
 
 
 def _identity(rng: RandomSource) -> Ed25519PrivateKey:
@@ -78,6 +89,7 @@ def simulate(
     clock: Callable[[], float] = time.perf_counter,
     resign: bool = False,
     client_factory: Callable[..., SecAggClient] | None = None,
+    dp: DistributedDP | DistributedDPConfig | None = None,
 ) -> SimulationResult:
     """Run one whole round in memory (see the module docstring).
 
@@ -100,6 +112,11 @@ def simulate(
 
     ``client_factory`` (tests) builds each client instead of :class:`SecAggClient`, with the
     same arguments: adversarial tests substitute clients that deviate from the protocol.
+
+    ``dp`` (a :class:`dp.DistributedDP`, or a full :class:`dp.DistributedDPConfig`) runs the
+    round with distributed DP inside secure aggregation: each client clips, rotates and noises
+    its update with :mod:`dp.composed`, which picks the ring and the encoded dimension for the
+    round and derives the rotation seed from its session; ``config.d`` is the update length.
     """
     n = config.n
     if len(inputs) != n:
@@ -112,7 +129,16 @@ def simulate(
         policy = ClientPolicy(allow_deterministic_rng=seed is not None)
     if config.session_id is None:
         config = config.with_session(root.bytes(16))
+    bound: Any = None
+    if dp is not None:
+        from dp.composed import DistributedDP, bind
+
+        if seed is not None and isinstance(dp, DistributedDP):
+            dp = replace(dp, allow_seeded_rng=True)
+        bound = bind(config, dp)
+        config = bound.config
     enc = config.encoding
+    in_dim = config.d if bound is None else bound.dp.dim
     drop_from: dict[int, int] = {}
     for stage, ids in (drops or {}).items():
         for u in ids:
@@ -130,10 +156,13 @@ def simulate(
     refused: dict[int, str] = {}
     for u in ids:
         x = np.asarray(inputs[u - 1])
-        if x.shape != (config.d,):
-            raise EncodingError(f"input of client {u} has shape {x.shape}, expected ({config.d},)")
-        ring = enc.encode(x, rngs[u])
-        clipped[u] = enc.clipped(x)
+        if x.shape != (in_dim,):
+            raise EncodingError(f"input of client {u} has shape {x.shape}, expected ({in_dim},)")
+        if bound is None:
+            ring = enc.encode(x, rngs[u])
+            clipped[u] = enc.clipped(x)
+        else:
+            ring = bound.encode(x, rngs[u])
         make = client_factory if client_factory is not None else SecAggClient
         try:
             clients[u] = make(config, u, identities[u], registry, ring, policy=policy, rng=rngs[u])
@@ -217,7 +246,14 @@ def simulate(
     total = clock() - t_start
 
     result = server.result
-    agg = enc.decode(result.ring_sum)
+    decoded: DecodedSum | None = None
+    if bound is None:
+        agg = enc.decode(result.ring_sum)
+        error_bound = enc.error_bound(len(result.included))
+    else:
+        decoded = bound.decode(result.ring_sum, len(result.included))
+        agg = decoded.values
+        error_bound = decoded.rounding_error_bound
 
     def med(xs: list[float]) -> float:
         return statistics.median(xs) if xs else 0.0
@@ -234,7 +270,7 @@ def simulate(
         aggregate=agg,
         ring_sum=result.ring_sum,
         included=result.included,
-        error_bound=enc.error_bound(len(result.included)),
+        error_bound=error_bound,
         upload_bytes=(
             int(statistics.median(upload_sizes)) + int(statistics.median(check_sizes or [0]))
             if upload_sizes
@@ -253,6 +289,7 @@ def simulate(
         rejected=dict(server.rejected),
         refused=refused,
         cheaters=dict(server.cheaters),
+        dp=decoded,
     )
 
 

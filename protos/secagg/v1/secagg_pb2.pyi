@@ -2,8 +2,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -74,7 +73,7 @@ class RoundInfo(_message.Message):
     stage_deadline_s: float
     finished: bool
     task: bytes
-    def __init__(self, config: _Optional[_Union[RoundConfig, _Mapping]] = ..., stage_deadline_s: _Optional[float] = ..., finished: _Optional[bool] = ..., task: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, config: _Optional[_Union[RoundConfig, _Mapping]] = ..., stage_deadline_s: _Optional[float] = ..., finished: bool = ..., task: _Optional[bytes] = ...) -> None: ...
 
 class GetModelRequest(_message.Message):
     __slots__ = ("client_id", "round", "session_id")
@@ -312,7 +311,7 @@ class RoundOutcome(_message.Message):
     completed: bool
     reason: str
     included: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, completed: _Optional[bool] = ..., reason: _Optional[str] = ..., included: _Optional[_Iterable[int]] = ...) -> None: ...
+    def __init__(self, completed: bool = ..., reason: _Optional[str] = ..., included: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ServerEnvelope(_message.Message):
     __slots__ = ("round", "session_id", "recipient", "key_list", "share_bundle", "survivor_list", "signature_bundle", "outcome", "check_request")

@@ -1,8 +1,7 @@
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -56,7 +55,7 @@ class RoundInfo(_message.Message):
     deadline_s: float
     finished: bool
     tag_key: bytes
-    def __init__(self, config: _Optional[_Union[HeRoundConfig, _Mapping]] = ..., public_context: _Optional[bytes] = ..., context_signature: _Optional[bytes] = ..., keyholder_certificate: _Optional[bytes] = ..., deadline_s: _Optional[float] = ..., finished: _Optional[bool] = ..., tag_key: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, config: _Optional[_Union[HeRoundConfig, _Mapping]] = ..., public_context: _Optional[bytes] = ..., context_signature: _Optional[bytes] = ..., keyholder_certificate: _Optional[bytes] = ..., deadline_s: _Optional[float] = ..., finished: bool = ..., tag_key: _Optional[bytes] = ...) -> None: ...
 
 class UploadChunk(_message.Message):
     __slots__ = ("round", "session_id", "sender", "index", "ciphertext", "sealed_tag", "signature")
@@ -100,7 +99,7 @@ class RoundOutcome(_message.Message):
     completed: bool
     reason: str
     included: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, completed: _Optional[bool] = ..., reason: _Optional[str] = ..., included: _Optional[_Iterable[int]] = ...) -> None: ...
+    def __init__(self, completed: bool = ..., reason: _Optional[str] = ..., included: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class TaskRequest(_message.Message):
     __slots__ = ()
@@ -142,7 +141,7 @@ class KeyHolderTask(_message.Message):
     release: SumRequest
     forget: HeRoundConfig
     finished: bool
-    def __init__(self, task_id: _Optional[int] = ..., open_round: _Optional[_Union[HeRoundConfig, _Mapping]] = ..., release: _Optional[_Union[SumRequest, _Mapping]] = ..., forget: _Optional[_Union[HeRoundConfig, _Mapping]] = ..., finished: _Optional[bool] = ...) -> None: ...
+    def __init__(self, task_id: _Optional[int] = ..., open_round: _Optional[_Union[HeRoundConfig, _Mapping]] = ..., release: _Optional[_Union[SumRequest, _Mapping]] = ..., forget: _Optional[_Union[HeRoundConfig, _Mapping]] = ..., finished: bool = ...) -> None: ...
 
 class RoundKeys(_message.Message):
     __slots__ = ("public_context", "parameters_context", "context_signature", "keyholder_certificate", "tag_key")
@@ -188,7 +187,7 @@ class KeyHolderAnswer(_message.Message):
     release: Release
     refusal: Refusal
     done: bool
-    def __init__(self, task_id: _Optional[int] = ..., keys: _Optional[_Union[RoundKeys, _Mapping]] = ..., release: _Optional[_Union[Release, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ..., done: _Optional[bool] = ...) -> None: ...
+    def __init__(self, task_id: _Optional[int] = ..., keys: _Optional[_Union[RoundKeys, _Mapping]] = ..., release: _Optional[_Union[Release, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ..., done: bool = ...) -> None: ...
 
 class AnswerAck(_message.Message):
     __slots__ = ()

@@ -1,8 +1,7 @@
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -62,7 +61,7 @@ class RoundInfo(_message.Message):
     member_keys: _containers.RepeatedCompositeFieldContainer[MemberKey]
     deadline_s: float
     finished: bool
-    def __init__(self, config: _Optional[_Union[OneShotConfig, _Mapping]] = ..., member_keys: _Optional[_Iterable[_Union[MemberKey, _Mapping]]] = ..., deadline_s: _Optional[float] = ..., finished: _Optional[bool] = ...) -> None: ...
+    def __init__(self, config: _Optional[_Union[OneShotConfig, _Mapping]] = ..., member_keys: _Optional[_Iterable[_Union[MemberKey, _Mapping]]] = ..., deadline_s: _Optional[float] = ..., finished: bool = ...) -> None: ...
 
 class UploadPart(_message.Message):
     __slots__ = ("round", "session_id", "sender", "index", "masked", "ephemeral", "shares", "signature")
@@ -164,7 +163,7 @@ class CommitteeTask(_message.Message):
     release: ReleaseTask
     forget: OneShotConfig
     finished: bool
-    def __init__(self, task_id: _Optional[int] = ..., open_round: _Optional[_Union[OneShotConfig, _Mapping]] = ..., check: _Optional[_Union[CheckTask, _Mapping]] = ..., sign: _Optional[_Union[SignTask, _Mapping]] = ..., release: _Optional[_Union[ReleaseTask, _Mapping]] = ..., forget: _Optional[_Union[OneShotConfig, _Mapping]] = ..., finished: _Optional[bool] = ...) -> None: ...
+    def __init__(self, task_id: _Optional[int] = ..., open_round: _Optional[_Union[OneShotConfig, _Mapping]] = ..., check: _Optional[_Union[CheckTask, _Mapping]] = ..., sign: _Optional[_Union[SignTask, _Mapping]] = ..., release: _Optional[_Union[ReleaseTask, _Mapping]] = ..., forget: _Optional[_Union[OneShotConfig, _Mapping]] = ..., finished: bool = ...) -> None: ...
 
 class Complaint(_message.Message):
     __slots__ = ("culprits", "reason")
@@ -208,7 +207,7 @@ class CommitteeAnswer(_message.Message):
     share_sum: ShareSum
     refusal: Refusal
     done: bool
-    def __init__(self, task_id: _Optional[int] = ..., member_id: _Optional[int] = ..., key: _Optional[_Union[MemberKey, _Mapping]] = ..., checked: _Optional[bool] = ..., complaint: _Optional[_Union[Complaint, _Mapping]] = ..., set_signature: _Optional[_Union[SetSignature, _Mapping]] = ..., share_sum: _Optional[_Union[ShareSum, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ..., done: _Optional[bool] = ...) -> None: ...
+    def __init__(self, task_id: _Optional[int] = ..., member_id: _Optional[int] = ..., key: _Optional[_Union[MemberKey, _Mapping]] = ..., checked: bool = ..., complaint: _Optional[_Union[Complaint, _Mapping]] = ..., set_signature: _Optional[_Union[SetSignature, _Mapping]] = ..., share_sum: _Optional[_Union[ShareSum, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ..., done: bool = ...) -> None: ...
 
 class AnswerAck(_message.Message):
     __slots__ = ()
