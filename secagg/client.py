@@ -95,6 +95,7 @@ from secagg.messages import (
     SignatureBundle,
     SurvivorList,
     UnmaskShares,
+    masked_digest,
     share_keys_payload,
 )
 from secagg.prg import apply_masks
@@ -485,14 +486,15 @@ class SecAggClient:
             except EncodingError as exc:  # set_input checked the bound; be sure anyway
                 raise PolicyViolation(f"cannot commit to this input: {exc}") from None
             self._mask_keys = (self_key, tuple(pairs))
-        y = self._input.copy()
-        apply_masks(y, plus, minus)
-        np.bitwise_and(y, np.uint32(cfg.encoding.mask), out=y)
+        # Masked in place (set_input made this array), reduced into the ring and hashed for the
+        # signature chunk by chunk while each slice is in cache (SPEC.md D5).
+        y = self._input
         self._input = None  # SA-19: this key set masks exactly one input
+        digest = masked_digest(self.id, commitment)
+        apply_masks(y, plus, minus, reduce_mask=cfg.encoding.mask, digest=digest)
         if cfg.verified:
             self._upload = y.copy()
-        unsigned = MaskedInput(self.id, y, b"", commitment)
-        sig = ed25519_sign(self._identity, LABEL_MASKED, cfg.digest, unsigned.signed_payload())
+        sig = ed25519_sign(self._identity, LABEL_MASKED, cfg.digest, digest.digest())
         self.state = ClientState.MASKED
         return MaskedInput(self.id, y, sig, commitment)
 

@@ -41,6 +41,7 @@ __all__ = [
     "SurvivorList",
     "UnmaskShares",
     "digest_tree",
+    "masked_digest",
     "share_keys_payload",
     "stage_of",
 ]
@@ -105,6 +106,15 @@ class ShareKeys:
         return share_keys_payload(self.sender, self.b_commitment, graph_seed, root)
 
 
+def masked_digest(sender: int, commitment: bytes) -> hashlib._Hash:
+    """The upload digest before its vector (SPEC.md D5): feed it the vector as little-endian
+    uint32 words, e.g. while masking (:func:`secagg.prg.apply_masks`), then sign ``digest()``."""
+    head = _U32.pack(sender)
+    if commitment:  # length-prefixed; absent in unverified rounds
+        head += _U32.pack(len(commitment)) + commitment
+    return hashlib.sha256(LABEL_MASKED_DIGEST + head)
+
+
 @dataclass(frozen=True, slots=True)
 class MaskedInput:
     """§4.3: the masked ring vector ``masked`` (uint32, each < 2^b) before bit-packing.
@@ -122,10 +132,7 @@ class MaskedInput:
     def signed_payload(self) -> bytes:
         """A digest of the upload (SPEC.md D14: one SHA-256 pass, not Ed25519's two SHA-512
         passes over megabytes), domain-separated from every other signed payload."""
-        head = _U32.pack(self.sender)
-        if self.commitment:  # length-prefixed; absent in unverified rounds
-            head += _U32.pack(len(self.commitment)) + self.commitment
-        h = hashlib.sha256(LABEL_MASKED_DIGEST + head)
+        h = masked_digest(self.sender, self.commitment)
         h.update(np.ascontiguousarray(self.masked, dtype="<u4").data)
         return h.digest()
 

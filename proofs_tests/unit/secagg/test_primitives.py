@@ -7,6 +7,8 @@ import os
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from secagg import (
     ConfigError,
@@ -185,3 +187,43 @@ def test_masked_input_signs_a_domain_separated_digest() -> None:
     bumped[999] += 1
     assert MaskedInput(7, bumped, b"", b"").signed_payload() != p
     assert MaskedInput(7, vec, b"", b"c").signed_payload() != p
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    d=st.integers(0, 3000), chunk=st.sampled_from([4, 64, 1000, 1 << 16]), bits=st.integers(1, 32)
+)
+def test_fused_masking_digest_equals_mask_then_reduce_then_hash(
+    d: int, chunk: int, bits: int
+) -> None:
+    """SPEC.md D5: masking with the in-cache reduction and the (overlapped) digest gives the
+    same vector and the same signed digest as the three passes done one after the other."""
+    from secagg.messages import MaskedInput, masked_digest
+
+    rng = np.random.default_rng(d * 31 + chunk + bits)
+    x = rng.integers(0, 2**32, size=d, dtype=np.uint64).astype(np.uint32)
+    plus, minus = [os.urandom(16) for _ in range(3)], [os.urandom(16) for _ in range(2)]
+    mask = (1 << bits) - 1
+    ref = x.copy()
+    apply_masks(ref, plus, minus)
+    np.bitwise_and(ref, np.uint32(mask), out=ref)
+    got = x.copy()
+    h = masked_digest(9, b"commit")
+    apply_masks(got, plus, minus, chunk=chunk, reduce_mask=mask, digest=h)
+    assert np.array_equal(got, ref)
+    assert h.digest() == MaskedInput(9, ref, b"", b"commit").signed_payload()
+
+
+def test_fused_masking_reraises_a_digest_failure_and_leaves_no_thread() -> None:
+    """The overlapped digest's failure reaches the caller, and its worker thread is gone."""
+    import threading
+
+    class Broken:
+        def update(self, data: memoryview, /) -> None:
+            raise RuntimeError("hash failed")
+
+    before = threading.active_count()
+    y = np.zeros(1000, dtype=np.uint32)
+    with pytest.raises(RuntimeError, match="hash failed"):
+        apply_masks(y, [os.urandom(16)], chunk=4, digest=Broken())
+    assert threading.active_count() == before
