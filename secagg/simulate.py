@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from secagg._crypto import LABEL_MASKED, ed25519_public, ed25519_sign
 from secagg._errors import ConfigError, EncodingError, NormBoundExceeded, ProtocolAbort
 from secagg._rng import DeterministicRandom, RandomSource, SystemRandom
+from secagg.accumulate import Accumulator
 from secagg.client import SecAggClient
 from secagg.config import ClientPolicy, RoundConfig, Stage
 from secagg.encoding import pack_bits, unpack_bits
@@ -78,6 +79,7 @@ def simulate(
     clock: Callable[[], float] = time.perf_counter,
     resign: bool = False,
     client_factory: Callable[..., SecAggClient] | None = None,
+    accumulator: Accumulator | None = None,
 ) -> SimulationResult:
     """Run one whole round in memory (see the module docstring).
 
@@ -100,6 +102,8 @@ def simulate(
 
     ``client_factory`` (tests) builds each client instead of :class:`SecAggClient`, with the
     same arguments: adversarial tests substitute clients that deviate from the protocol.
+
+    ``accumulator`` holds the server's running sum (default: in this process).
     """
     n = config.n
     if len(inputs) != n:
@@ -141,7 +145,10 @@ def simulate(
             refused[u] = str(exc)
             drop_from[u] = Stage.ADVERTISE_KEYS.value
     server = SecAggServer(
-        config, registry, rng=root if seed is None else DeterministicRandom(f"sim/{seed}/server")
+        config,
+        registry,
+        rng=root if seed is None else DeterministicRandom(f"sim/{seed}/server"),
+        accumulator=accumulator,
     )
     malicious: set[int] = set()
     timings: dict[str, list[float]] = {s.name: [] for s in Stage}
