@@ -89,7 +89,14 @@ def load(args: argparse.Namespace) -> int:
 
 
 def run_cohort(
-    n: int, d: int, k: int | None, t: int, rounds: int, loaders: int, timeout: float
+    n: int,
+    d: int,
+    k: int | None,
+    t: int,
+    rounds: int,
+    loaders: int,
+    timeout: float,
+    transport: str = "aio",
 ) -> dict[str, Any]:
     from aggregator.consortium import init_consortium
 
@@ -120,6 +127,8 @@ def run_cohort(
             "120",
             "--first-round-wait",
             "300",
+            "--transport",
+            transport,
         ]
         if k is not None:
             cmd += ["--neighbors", str(k)]
@@ -184,6 +193,7 @@ def run_cohort(
         ]
         last = summaries[-1]
         return {
+            "transport": transport,
             "n": n,
             "d": d,
             "k": k if k is not None else n - 1,
@@ -223,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-n", type=int, default=20)
     ap.add_argument("--latency-d", type=int, default=1_000_000)
     ap.add_argument("--loaders", type=int, default=4)
+    ap.add_argument(
+        "--transports", default="aio,threads", help="aggregator transports to time, in order"
+    )
+    ap.add_argument("--latency-only", action="store_true", help="skip the cohorts")
     ap.add_argument("--out", default="bench/out/grpc.json")
     args = ap.parse_args(argv)
     if args.cmd == "_load":
@@ -232,19 +246,36 @@ def main(argv: list[str] | None = None) -> int:
     # (2) latency at n=20, d=1e6: gRPC (second round: clients already connected) vs memory.
     n, d = args.latency_n, args.latency_d
     t = ClientPolicy().min_threshold(n - 1)
-    print(f"latency: n={n}, d={d}, t={t} over gRPC (2 rounds)...", flush=True)
-    lat = run_cohort(n, d, None, t, 2, args.loaders, 1800)
     rng = np.random.default_rng(0)
     sim = simulate(RoundConfig(n=n, t=t, d=d), [rng.normal(0, 0.3, d) for _ in range(n)])
+    by_transport = {}
+    for transport in args.transports.split(","):
+        print(f"latency: n={n}, d={d}, t={t} over gRPC ({transport}, 2 rounds)...", flush=True)
+        by_transport[transport] = run_cohort(n, d, None, t, 2, args.loaders, 1800, transport)
+    lat = next(iter(by_transport.values()))
     report["latency"] = {
         "grpc": lat,
         "simulation_s": sim.timings["total_s"],
         "grpc_round_s": lat["round_s"][-1],
         "overhead_ratio": (lat["round_s"][-1] or math.nan) / sim.timings["total_s"],
+        "by_transport": {
+            tr: {
+                "round_s": rec["round_s"][-1],
+                "ratio": (rec["round_s"][-1] or math.nan) / sim.timings["total_s"],
+                "stages_s": rec["stages_s"],
+            }
+            for tr, rec in by_transport.items()
+        },
         "float32_bytes": 4 * d,
         "bytes_ratio": (lat["bytes_sent_per_client_median"] or math.nan) / (4 * d),
     }
     print(json.dumps(report["latency"], indent=1, default=str), flush=True)
+    if args.latency_only:
+        report["cohorts"] = []
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=1, default=str))
+        print(render(report))
+        return 0
     # (1) concurrent clients at d=1e5.
     cohorts = []
     for n in [int(x) for x in args.clients.split(",")]:
@@ -265,10 +296,13 @@ def render(r: dict[str, Any]) -> str:
     lines = [
         f"measured {r['date']}",
         "",
-        "| round | gRPC (mTLS, separate processes) | in-memory simulation | overhead |",
-        "|---|---|---|---|",
-        f"| n={lat['grpc']['n']}, d={lat['grpc']['d']:,} | {lat['grpc_round_s']:.2f} s | "
-        f"{lat['simulation_s']:.2f} s | {lat['overhead_ratio']:.2f}x |",
+        "| round | transport | gRPC (mTLS, separate processes) | in-memory simulation | overhead |",
+        "|---|---|---|---|---|",
+        *(
+            f"| n={lat['grpc']['n']}, d={lat['grpc']['d']:,} | {tr} | {row['round_s']:.2f} s | "
+            f"{lat['simulation_s']:.2f} s | {row['ratio']:.2f}x |"
+            for tr, row in lat["by_transport"].items()
+        ),
         "",
         f"bytes sent per client (all stages, protobuf): "
         f"{lat['grpc']['bytes_sent_per_client_median']:,.0f} = {lat['bytes_ratio']:.3f}x "
