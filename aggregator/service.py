@@ -1,5 +1,9 @@
 """The aggregator: a gRPC service around :class:`secagg.SecAggServer`, one round after another.
 
+This module is the threaded transport (``serve --transport threads``: one worker thread per
+call, long-polls included); ``serve``'s default is :mod:`aggregator.aio_service`, which reuses
+this module's round logic on one asyncio event loop.
+
 A :class:`RoundRunner` thread opens each round with a fresh session id, closes every stage at its
 deadline (or as soon as every expected client has answered), and publishes the result. The gRPC
 handlers only decode, check the caller's certificate identity, and hand messages to the state

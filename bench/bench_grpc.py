@@ -174,7 +174,11 @@ def run_cohort(
             for p in procs:
                 stdout, _ = p.communicate(timeout=timeout)
                 records += [json.loads(line) for line in stdout.splitlines() if line.strip()]
-            agg.wait(timeout=60)
+            watchdog = threading.Timer(90, agg.kill)  # never wait forever for it
+            watchdog.start()
+            _, status, usage = os.wait4(agg.pid, 0)  # its CPU time and peak RSS
+            watchdog.cancel()
+            agg.returncode = os.waitstatus_to_exitcode(status)
         finally:
             for p in [*procs, agg]:
                 if p.poll() is None:
@@ -206,6 +210,8 @@ def run_cohort(
             "stages_s": last["timings"]["stages_s"] if last else None,
             "bytes_sent_per_client_median": float(np.median(sent)) if sent else None,
             "wall_s": wall,
+            "server_cpu_s": usage.ru_utime + usage.ru_stime,
+            "server_peak_rss": usage.ru_maxrss * 1024,
         }
 
 
@@ -262,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
             tr: {
                 "round_s": rec["round_s"][-1],
                 "ratio": (rec["round_s"][-1] or math.nan) / sim.timings["total_s"],
+                "server_cpu_s": rec["server_cpu_s"],
+                "server_peak_rss": rec["server_peak_rss"],
                 "stages_s": rec["stages_s"],
             }
             for tr, rec in by_transport.items()
@@ -296,11 +304,13 @@ def render(r: dict[str, Any]) -> str:
     lines = [
         f"measured {r['date']}",
         "",
-        "| round | transport | gRPC (mTLS, separate processes) | in-memory simulation | overhead |",
-        "|---|---|---|---|---|",
+        "| round | transport | gRPC (mTLS, separate processes) | in-memory simulation | "
+        "overhead | server CPU (2 rounds) | server peak RSS |",
+        "|---|---|---|---|---|---|---|",
         *(
             f"| n={lat['grpc']['n']}, d={lat['grpc']['d']:,} | {tr} | {row['round_s']:.2f} s | "
-            f"{lat['simulation_s']:.2f} s | {row['ratio']:.2f}x |"
+            f"{lat['simulation_s']:.2f} s | {row['ratio']:.2f}x | {row['server_cpu_s']:.1f} s | "
+            f"{row['server_peak_rss'] / 2**20:.0f} MiB |"
             for tr, row in lat["by_transport"].items()
         ),
         "",
