@@ -131,7 +131,7 @@ async def _member(
             _PROGRESS[stage.name] += 1
             env = wire.client_to_pb(msg, cfg)
             sent += env.ByteSize()
-            await _rpc(stub.Submit, env, 300, False)  # a retry is byte-identical: idempotent
+            await _rpc(stub.Submit, env, 3600, False)  # a retry is byte-identical: idempotent
             req = pb.AwaitRequest(
                 round=cfg.round,
                 session_id=cfg.session_id,
@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     ld.add_argument("--consortium")
     ap.add_argument("--clients", default="2000", help="cohort sizes, comma-separated")
     ap.add_argument("--d", type=int, default=1000)
-    ap.add_argument("--loaders", type=int, default=8)
+    ap.add_argument("--loaders", type=int, default=16)
     ap.add_argument("--transport", default="aio", help="aio, threads, or both (aio,threads)")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per stage at most")
     ap.add_argument("--consortium", type=Path, default=None, help="reuse a consortium folder")
