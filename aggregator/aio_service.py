@@ -115,6 +115,7 @@ class AsyncRoundRunner(RoundRunner):
         self._changed = asyncio.Event()
         self._submitted = asyncio.Event()
         self._log_rows: list[tuple[int, str, int, str, str, float]] = []
+        self.told: dict[int, set[int]] = {}  # round -> members that fetched its outcome
 
     # -- waking ----------------------------------------------------------------------------
 
@@ -144,6 +145,20 @@ class AsyncRoundRunner(RoundRunner):
             if remaining is not None and remaining <= 0.05:
                 return False
             await _wait(ev, 5.0 if remaining is None else min(5.0, remaining - 0.05))
+
+    async def linger(self) -> None:
+        """After the last round: serve a while longer, so that members asking for a next round
+        hear that there is none and the last round's members still fetch its outcome (a
+        loaded member may ask seconds late): at least a second, until every member that
+        unmasked has its outcome, at most ``min(stage_timeout, 30)`` seconds."""
+        await asyncio.sleep(1.0)
+        last = self.current
+        if last is None or not last.completed:
+            return
+        due = last.server.u4 - self.suspended.keys()
+        deadline = self.clock() + min(self.options.stage_timeout, 30.0)
+        while self.clock() < deadline and not due <= self.told.get(last.number, set()):
+            await asyncio.sleep(0.2)
 
     def log_completed(self, rnd: int, stage: str, client: int) -> None:
         self._log_rows.append((rnd, stage, client, "completed", "", self.wall()))
@@ -394,7 +409,9 @@ class AioAggregatorService:
         r.notify_runner()
         return pb.SubmitAck(stage=wire.STAGE_TO_PB[stage])
 
-    async def Await(self, request: pb.AwaitRequest, context: _SyncContext) -> pb.ServerEnvelope:
+    async def Await(
+        self, request: pb.AwaitRequest, context: _SyncContext
+    ) -> pb.ServerEnvelope | bytes:
         me = self._who(context, request.client_id)
         stage = wire.STAGE_FROM_PB.get(request.stage)
         if stage is None:
@@ -411,6 +428,9 @@ class AioAggregatorService:
         cfg = rnd.config
         base = pb.ServerEnvelope(round=cfg.round, session_id=cfg.session_id, recipient=me)
         if stage is Stage.UNMASK and rnd.ended:
+            r.told.setdefault(rnd.number, set()).add(me)
+            for old in sorted(r.told)[:-2]:  # only the last round's matters
+                del r.told[old]
             base.outcome.CopyFrom(
                 pb.RoundOutcome(
                     completed=rnd.completed, reason=rnd.reason, included=list(rnd.included)
@@ -431,11 +451,24 @@ class AioAggregatorService:
             base.outcome.CopyFrom(pb.RoundOutcome(completed=False, reason=why))
             return base
         if isinstance(msg, KeyList):
-            if rnd.keylist_pb is None:
-                rnd.keylist_pb = await r.off(lambda: wire.server_to_pb(msg, cfg).key_list)
-            base.key_list.CopyFrom(rnd.keylist_pb)
-            return base
+            # The same list for every member: serialised once, and each reply is those bytes
+            # followed by its own recipient field (protobuf merges concatenated messages), not
+            # n copies of an n-entry message.
+            if rnd.keylist_bytes is None:
+                shared = pb.ServerEnvelope(round=cfg.round, session_id=cfg.session_id)
+
+                def serialise() -> bytes:
+                    shared.key_list.CopyFrom(wire.server_to_pb(msg, cfg).key_list)
+                    return shared.SerializeToString()
+
+                rnd.keylist_bytes = await r.off(serialise)
+            return rnd.keylist_bytes + pb.ServerEnvelope(recipient=me).SerializeToString()
         return wire.server_to_pb(msg, cfg)
+
+
+def _serialised(message: Any) -> bytes:
+    """A reply's bytes: a message serialised here, or bytes a handler serialised already."""
+    return message if isinstance(message, bytes) else bytes(message.SerializeToString())
 
 
 def _add_service(service: AioAggregatorService, server: grpc.aio.Server) -> None:
@@ -443,7 +476,7 @@ def _add_service(service: AioAggregatorService, server: grpc.aio.Server) -> None
         name: grpc.unary_unary_rpc_method_handler(
             _translating(getattr(service, name)),
             request_deserializer=_lenient(req.FromString),
-            response_serializer=resp.SerializeToString,
+            response_serializer=_serialised,
         )
         for name, req, resp in (
             ("GetRound", pb.GetRoundRequest, pb.RoundInfo),
@@ -627,7 +660,7 @@ async def _serve(
             if stop_event is not None and stop_event.is_set():
                 runner.stop()
         rounds.result()
-        await asyncio.sleep(1.0)  # members asking for a next round hear that there is none
+        await runner.linger()
     finally:
         runner.stop()
         if not rounds.done():

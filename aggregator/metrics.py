@@ -121,6 +121,8 @@ class Metrics:
 
 
 def _size(message: object) -> int:
+    if isinstance(message, bytes):  # a reply the handler serialised itself
+        return len(message)
     size = getattr(message, "ByteSize", None)
     return int(size()) if callable(size) else 0
 

@@ -113,6 +113,7 @@ class _Round(RoundRecord[RoundConfig]):
     closed: dict[Stage, dict[int, ServerMessage]] = field(default_factory=dict)
     accepted: dict[tuple[Stage, int], bytes] = field(default_factory=dict)
     keylist_pb: pb.KeyList | None = None
+    keylist_bytes: bytes | None = None  # the asyncio transport's serialised key-list reply
     opened_at: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     task: TaskRound = field(default_factory=TaskRound)

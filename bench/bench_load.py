@@ -49,7 +49,11 @@ def _env() -> dict[str, str]:
 
 
 def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return 0
+    for line in text.splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
@@ -297,7 +301,7 @@ def run_cohort(
         try:
             for p in procs:
                 while p.poll() is None:
-                    agg_rss_max = max(agg_rss_max, _rss(agg.pid) if agg.poll() is None else 0)
+                    agg_rss_max = max(agg_rss_max, _rss(agg.pid))  # no poll(): wait4 reaps it
                     try:
                         stdout, _ = p.communicate(timeout=1.0)
                         break
