@@ -55,6 +55,15 @@ bench: venv
 	$(BIN)/python bench/bench_oneshot.py
 	$(BIN)/python bench/oneshot_security.py
 
+# Issue 17: 2,000 members through the asyncio aggregator (d = 1e3), and the Ray engine against
+# the in-process one on a 3-node local Ray cluster (needs the 'ray' extra and root for its
+# private network namespace).
+.PHONY: bench-load bench-ray
+bench-load: venv
+	$(BIN)/python bench/bench_load.py --clients 2000 --d 1000
+bench-ray: venv
+	$(BIN)/python bench/bench_ray.py
+
 # Issue 4: federated DP-LoRA utility, SmolLM2-135M, FFA-LoRA / LoRA at eps inf, 8, 2 (~40 min).
 .PHONY: bench-utility
 bench-utility: venv

@@ -268,6 +268,40 @@ def _common_serve(*, straggler_grace: bool) -> argparse.ArgumentParser:
         "HTTP on this address (needs the 'metrics' extra; default: off)",
     )
     p.add_argument(
+        "--transport",
+        choices=("aio", "threads"),
+        default="aio",
+        help="aio: one asyncio event loop serves every member (no thread per waiting member); "
+        "threads: the former server, one worker thread per long-poll (default: %(default)s)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="where the running sum and the unmasking run: local (this process) or ray "
+        "(accumulation actors and unmasking tasks on a Ray cluster; needs the 'ray' extra) "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="HOST:PORT",
+        help="with --engine ray: the Ray cluster to join (default: start a local one)",
+    )
+    p.add_argument(
+        "--ray-shards",
+        type=int,
+        default=2,
+        help="with --engine ray: accumulation actors, each summing one client id range "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--ray-chunk",
+        type=int,
+        default=1 << 18,
+        help="with --engine ray: coordinates per unmasking task (default: %(default)s)",
+    )
+    p.add_argument(
         "--insecure-dev",
         action="store_true",
         help="plaintext, no client certificates: local demos only",
@@ -425,9 +459,15 @@ def _serve(args: argparse.Namespace) -> int:
         norm_bound=norm_bound,
         auto_dropout=args.expected_dropout if automatic and task is None else None,
         max_members=len(consortium.registry) if task is not None else None,
+        engine=args.engine,
+        ray_address=args.ray_address,
+        ray_shards=args.ray_shards,
+        ray_chunk=args.ray_chunk,
     )
     metrics = Metrics() if args.metrics_listen else None
     stop = stop_on_signals()
+    if args.transport == "aio":
+        from aggregator.aio_service import serve_aio as serve
     done = serve(
         options,
         consortium,

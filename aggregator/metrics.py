@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -115,8 +115,14 @@ class Metrics:
     def interceptor(self) -> grpc.ServerInterceptor:
         return _Interceptor(self)
 
+    def aio_interceptor(self) -> grpc.aio.ServerInterceptor:
+        """The same counts for the ``grpc.aio`` server (:mod:`aggregator.aio_service`)."""
+        return _AioInterceptor(self)
+
 
 def _size(message: object) -> int:
+    if isinstance(message, bytes):  # a reply the handler serialised itself
+        return len(message)
     size = getattr(message, "ByteSize", None)
     return int(size()) if callable(size) else 0
 
@@ -145,6 +151,45 @@ class _Interceptor(grpc.ServerInterceptor):
             try:
                 response = inner(request, context)
             except Exception:
+                code = context.code() if hasattr(context, "code") else None
+                m.rpcs.labels(method, getattr(code, "name", "UNKNOWN")).inc()
+                raise
+            m.bytes.labels("out", method).inc(_size(response))
+            m.rpcs.labels(method, "OK").inc()
+            return response
+
+        return grpc.unary_unary_rpc_method_handler(
+            counted,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class _AioInterceptor(grpc.aio.ServerInterceptor):
+    """:class:`_Interceptor` for coroutine handlers."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        inner = handler.unary_unary
+        m = self.m
+
+        async def counted(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            m.bytes.labels("in", method).inc(_size(request))
+            try:
+                response = await inner(request, context)  # type: ignore[arg-type]
+            except BaseException:
                 code = context.code() if hasattr(context, "code") else None
                 m.rpcs.labels(method, getattr(code, "name", "UNKNOWN")).inc()
                 raise

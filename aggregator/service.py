@@ -1,5 +1,9 @@
 """The aggregator: a gRPC service around :class:`secagg.SecAggServer`, one round after another.
 
+This module is the threaded transport (``serve --transport threads``: one worker thread per
+call, long-polls included); ``serve``'s default is :mod:`aggregator.aio_service`, which reuses
+this module's round logic on one asyncio event loop.
+
 A :class:`RoundRunner` thread opens each round with a fresh session id, closes every stage at its
 deadline (or as soon as every expected client has answered), and publishes the result. The gRPC
 handlers only decode, check the caller's certificate identity, and hand messages to the state
@@ -61,9 +65,10 @@ from secagg import (
     Stage,
     UnexpectedMessage,
 )
+from secagg.accumulate import Accumulator
 from secagg.messages import CheckResponse, ServerMessage, stage_of
 
-__all__ = ["AggregatorService", "RoundRunner", "ServeOptions", "serve"]
+__all__ = ["AggregatorService", "RoundRunner", "ServeOptions", "accumulators", "serve"]
 
 log = logging.getLogger("secagg.aggregator")
 
@@ -93,6 +98,12 @@ class ServeOptions:
     # A new registry with more members than this is not adopted (serve-fl: the task's DP
     # calibration is fixed at start-up).
     max_members: int | None = None
+    # Where each round's running sum and unmasking run: "local" (this process) or "ray"
+    # (aggregator.ray_engine: a Ray cluster at ray_address, None starting a local one).
+    engine: str = "local"
+    ray_address: str | None = None
+    ray_shards: int = 2
+    ray_chunk: int = 1 << 18
 
 
 @dataclass(kw_only=True)
@@ -124,6 +135,8 @@ class RoundRunner(RoundRunnerBase[ServeOptions, _Round]):
         self.task: RoundTask = task if task is not None else StatisticsTask()
         self.registry = dict(registry)
         self.membership = membership
+        # Where each round's running sum lives (``--engine ray``); None: in this process.
+        self.accumulators: Callable[[RoundConfig], Accumulator] | None = None
         # Validate once; a fresh session id per round is added in _open.
         self.template = self._template(options.t, options.k)
         self._recover(log, "round %d was interrupted by a restart: aborted; it will not resume")
@@ -193,7 +206,9 @@ class RoundRunner(RoundRunnerBase[ServeOptions, _Round]):
             round=number,
         )
         self._record_open(number, session, cfg)
-        return _Round(number=number, config=cfg, server=SecAggServer(cfg, self.registry), task=task)
+        acc = None if self.accumulators is None else self.accumulators(cfg)
+        server = SecAggServer(cfg, self.registry, accumulator=acc)
+        return _Round(number=number, config=cfg, server=server, task=task)
 
     def _expected(self, rnd: _Round) -> frozenset[int]:
         s = rnd.server
@@ -551,6 +566,24 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         return wire.server_to_pb(msg, cfg)
 
 
+def accumulators(options: ServeOptions) -> Callable[[RoundConfig], Accumulator] | None:
+    """The running sum's home for each round under ``options.engine`` (None: in process)."""
+    if options.engine == "local":
+        return None
+    if options.engine != "ray":
+        raise ValueError(f"unknown engine {options.engine!r} (local or ray)")
+    from aggregator.ray_engine import RayEngine
+
+    engine = RayEngine(options.ray_address, shards=options.ray_shards, chunk=options.ray_chunk)
+    log.info(
+        "engine: Ray at %s, %d accumulation shards, unmasking in chunks of %d",
+        options.ray_address or "a local cluster",
+        options.ray_shards,
+        options.ray_chunk,
+    )
+    return lambda cfg: engine.accumulator(cfg.upload_dim, cfg.n)
+
+
 def serve(
     options: ServeOptions,
     consortium: Consortium,
@@ -604,6 +637,7 @@ def _serve(
     membership = Membership(consortium, insecure=insecure)
     runner = RoundRunner(options, consortium.registry, store, task=task, membership=membership)
     runner.metrics = metrics
+    runner.accumulators = accumulators(options)
     limit = max(
         wire.max_message_bytes(runner.template.with_session(bytes(16))),
         runner.task.max_message_bytes(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,17 @@ class AggregatorStore:
             "INSERT INTO stage_log VALUES (?, ?, ?, ?, ?, ?)",
             (rnd, stage, client_id, event, detail, now),
         )
+
+    def log_stages(self, rows: Sequence[tuple[int, str, int, str, str, float]]) -> None:
+        """Several :meth:`log_stage` rows in one transaction (one fsync for a whole stage)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT INTO stage_log VALUES (?, ?, ?, ?, ?, ?)", rows)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def complete_round(
         self,

@@ -89,7 +89,14 @@ def load(args: argparse.Namespace) -> int:
 
 
 def run_cohort(
-    n: int, d: int, k: int | None, t: int, rounds: int, loaders: int, timeout: float
+    n: int,
+    d: int,
+    k: int | None,
+    t: int,
+    rounds: int,
+    loaders: int,
+    timeout: float,
+    transport: str = "aio",
 ) -> dict[str, Any]:
     from aggregator.consortium import init_consortium
 
@@ -120,6 +127,8 @@ def run_cohort(
             "120",
             "--first-round-wait",
             "300",
+            "--transport",
+            transport,
         ]
         if k is not None:
             cmd += ["--neighbors", str(k)]
@@ -165,7 +174,11 @@ def run_cohort(
             for p in procs:
                 stdout, _ = p.communicate(timeout=timeout)
                 records += [json.loads(line) for line in stdout.splitlines() if line.strip()]
-            agg.wait(timeout=60)
+            watchdog = threading.Timer(90, agg.kill)  # never wait forever for it
+            watchdog.start()
+            _, status, usage = os.wait4(agg.pid, 0)  # its CPU time and peak RSS
+            watchdog.cancel()
+            agg.returncode = os.waitstatus_to_exitcode(status)
         finally:
             for p in [*procs, agg]:
                 if p.poll() is None:
@@ -184,6 +197,7 @@ def run_cohort(
         ]
         last = summaries[-1]
         return {
+            "transport": transport,
             "n": n,
             "d": d,
             "k": k if k is not None else n - 1,
@@ -196,6 +210,8 @@ def run_cohort(
             "stages_s": last["timings"]["stages_s"] if last else None,
             "bytes_sent_per_client_median": float(np.median(sent)) if sent else None,
             "wall_s": wall,
+            "server_cpu_s": usage.ru_utime + usage.ru_stime,
+            "server_peak_rss": usage.ru_maxrss * 1024,
         }
 
 
@@ -223,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-n", type=int, default=20)
     ap.add_argument("--latency-d", type=int, default=1_000_000)
     ap.add_argument("--loaders", type=int, default=4)
+    ap.add_argument(
+        "--transports", default="aio,threads", help="aggregator transports to time, in order"
+    )
+    ap.add_argument("--latency-only", action="store_true", help="skip the cohorts")
     ap.add_argument("--out", default="bench/out/grpc.json")
     args = ap.parse_args(argv)
     if args.cmd == "_load":
@@ -232,19 +252,38 @@ def main(argv: list[str] | None = None) -> int:
     # (2) latency at n=20, d=1e6: gRPC (second round: clients already connected) vs memory.
     n, d = args.latency_n, args.latency_d
     t = ClientPolicy().min_threshold(n - 1)
-    print(f"latency: n={n}, d={d}, t={t} over gRPC (2 rounds)...", flush=True)
-    lat = run_cohort(n, d, None, t, 2, args.loaders, 1800)
     rng = np.random.default_rng(0)
     sim = simulate(RoundConfig(n=n, t=t, d=d), [rng.normal(0, 0.3, d) for _ in range(n)])
+    by_transport = {}
+    for transport in args.transports.split(","):
+        print(f"latency: n={n}, d={d}, t={t} over gRPC ({transport}, 2 rounds)...", flush=True)
+        by_transport[transport] = run_cohort(n, d, None, t, 2, args.loaders, 1800, transport)
+    lat = next(iter(by_transport.values()))
     report["latency"] = {
         "grpc": lat,
         "simulation_s": sim.timings["total_s"],
         "grpc_round_s": lat["round_s"][-1],
         "overhead_ratio": (lat["round_s"][-1] or math.nan) / sim.timings["total_s"],
+        "by_transport": {
+            tr: {
+                "round_s": rec["round_s"][-1],
+                "ratio": (rec["round_s"][-1] or math.nan) / sim.timings["total_s"],
+                "server_cpu_s": rec["server_cpu_s"],
+                "server_peak_rss": rec["server_peak_rss"],
+                "stages_s": rec["stages_s"],
+            }
+            for tr, rec in by_transport.items()
+        },
         "float32_bytes": 4 * d,
         "bytes_ratio": (lat["bytes_sent_per_client_median"] or math.nan) / (4 * d),
     }
     print(json.dumps(report["latency"], indent=1, default=str), flush=True)
+    if args.latency_only:
+        report["cohorts"] = []
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=1, default=str))
+        print(render(report))
+        return 0
     # (1) concurrent clients at d=1e5.
     cohorts = []
     for n in [int(x) for x in args.clients.split(",")]:
@@ -265,10 +304,15 @@ def render(r: dict[str, Any]) -> str:
     lines = [
         f"measured {r['date']}",
         "",
-        "| round | gRPC (mTLS, separate processes) | in-memory simulation | overhead |",
-        "|---|---|---|---|",
-        f"| n={lat['grpc']['n']}, d={lat['grpc']['d']:,} | {lat['grpc_round_s']:.2f} s | "
-        f"{lat['simulation_s']:.2f} s | {lat['overhead_ratio']:.2f}x |",
+        "| round | transport | gRPC (mTLS, separate processes) | in-memory simulation | "
+        "overhead | server CPU (2 rounds) | server peak RSS |",
+        "|---|---|---|---|---|---|---|",
+        *(
+            f"| n={lat['grpc']['n']}, d={lat['grpc']['d']:,} | {tr} | {row['round_s']:.2f} s | "
+            f"{lat['simulation_s']:.2f} s | {row['ratio']:.2f}x | {row['server_cpu_s']:.1f} s | "
+            f"{row['server_peak_rss'] / 2**20:.0f} MiB |"
+            for tr, row in lat["by_transport"].items()
+        ),
         "",
         f"bytes sent per client (all stages, protobuf): "
         f"{lat['grpc']['bytes_sent_per_client_median']:,.0f} = {lat['bytes_ratio']:.3f}x "

@@ -67,6 +67,7 @@ from secagg._errors import (
     UnexpectedMessage,
 )
 from secagg._rng import RandomSource, SystemRandom
+from secagg.accumulate import Accumulator, LocalAccumulator
 from secagg.config import RoundConfig, Stage
 from secagg.graph import LABEL_KEY_TREE, Ring, cohort_bitmap, graph_seed, key_leaf
 from secagg.merkle import MerkleTree
@@ -88,7 +89,6 @@ from secagg.messages import (
     digest_tree,
     stage_of,
 )
-from secagg.prg import apply_masks
 from secagg.shamir import SHARE_BYTES, reconstruct_many, secret_to_bytes, share_from_bytes
 from secagg.verify_round import (
     POINT_BYTES,
@@ -134,6 +134,7 @@ class SecAggServer:
         registry: Mapping[int, bytes],
         *,
         rng: RandomSource | None = None,
+        accumulator: Accumulator | None = None,
     ) -> None:
         if config.session_id is None:
             raise ConfigError("the server needs a config bound to a session")
@@ -157,7 +158,10 @@ class SecAggServer:
         self._masked: set[int] = set()
         self._consistency: dict[int, bytes] = {}
         self._unmask: dict[int, UnmaskShares] = {}
-        self._acc = np.zeros(config.upload_dim, dtype=np.uint32)
+        # The running sum (secagg.accumulate): here, or sharded on an engine.
+        self._acc: Accumulator = (
+            accumulator if accumulator is not None else LocalAccumulator(config.upload_dim)
+        )
         # Verified rounds (SPEC.md D12): the check seed is drawn now and kept secret until
         # every upload is in; uploads are kept until the CHECK stage closes.
         self._check_seed = b""
@@ -308,7 +312,7 @@ class SecAggServer:
             self._commitments[m.sender] = parse_commitment(cfg, m.commitment)
             self._y_proj[m.sender] = self._proj.apply(y)[0]
             self._uploads[m.sender] = np.array(y, dtype=np.uint32, copy=True)
-        np.add(self._acc, y, out=self._acc)  # streaming sum
+        self._acc.add(m.sender, y)  # streaming sum
         self._masked.add(m.sender)
 
     def _held(self, u: int) -> list[int]:
@@ -527,7 +531,7 @@ class SecAggServer:
             exc.party = 0
             self.state = ServerState.ABORTED
             self.abort_reason = exc
-            self._acc = np.zeros(0, dtype=np.uint32)
+            self._acc.discard()
             raise
 
     def _need(self, count: int, what: str) -> None:
@@ -611,7 +615,7 @@ class SecAggServer:
                 )
         self.u3 = frozenset(ok - disputed)
         for u in sorted(self.uploaded - self.u3):
-            np.subtract(self._acc, self._uploads[u], out=self._acc)
+            self._acc.subtract(u, self._uploads[u])
         self._uploads.clear()
         with self._cache_lock:
             self._proof_cache.clear()
@@ -701,9 +705,7 @@ class SecAggServer:
                 dropped_keys[(u, v)] = key
                 # u added sign(u, v) * PRG(s_uv); take it back out.
                 (minus if u < v else plus).append(key)
-        acc = self._acc
-        apply_masks(acc, plus, minus)
-        np.bitwise_and(acc, np.uint32(cfg.encoding.mask), out=acc)
+        acc = self._acc.unmask(plus, minus, cfg.encoding.mask)
         if cfg.verified:
             self._check_claims_after_unmask(acc, self_keys, dropped_keys, rebuilt)
         self._result = RoundResult(np.ascontiguousarray(acc[: cfg.d]), self.u3)

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from secagg._crypto import LABEL_MASKED, ed25519_public, ed25519_sign
 from secagg._errors import ConfigError, EncodingError, NormBoundExceeded, ProtocolAbort
 from secagg._rng import DeterministicRandom, RandomSource, SystemRandom
+from secagg.accumulate import Accumulator
 from secagg.client import SecAggClient
 from secagg.config import ClientPolicy, RoundConfig, Stage
 from secagg.encoding import pack_bits, unpack_bits
@@ -90,6 +91,7 @@ def simulate(
     resign: bool = False,
     client_factory: Callable[..., SecAggClient] | None = None,
     dp: DistributedDP | DistributedDPConfig | None = None,
+    accumulator: Accumulator | None = None,
 ) -> SimulationResult:
     """Run one whole round in memory (see the module docstring).
 
@@ -117,6 +119,8 @@ def simulate(
     round with distributed DP inside secure aggregation: each client clips, rotates and noises
     its update with :mod:`dp.composed`, which picks the ring and the encoded dimension for the
     round and derives the rotation seed from its session; ``config.d`` is the update length.
+
+    ``accumulator`` holds the server's running sum (default: in this process).
     """
     n = config.n
     if len(inputs) != n:
@@ -170,7 +174,10 @@ def simulate(
             refused[u] = str(exc)
             drop_from[u] = Stage.ADVERTISE_KEYS.value
     server = SecAggServer(
-        config, registry, rng=root if seed is None else DeterministicRandom(f"sim/{seed}/server")
+        config,
+        registry,
+        rng=root if seed is None else DeterministicRandom(f"sim/{seed}/server"),
+        accumulator=accumulator,
     )
     malicious: set[int] = set()
     timings: dict[str, list[float]] = {s.name: [] for s in Stage}
