@@ -111,6 +111,9 @@ class AsyncRoundRunner(RoundRunner):
     def __init__(self, *args: Any, pool: ThreadPoolExecutor, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pool = pool
+        # Publishing runs the task's side effects (the privacy ledger's SQLite connection, files):
+        # always on this one thread, in round order, never on whichever pool thread is free.
+        self.publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="secagg-publish")
         self.lock = asyncio.Lock()  # the state machine's: one call at a time
         self._changed = asyncio.Event()
         self._submitted = asyncio.Event()
@@ -262,7 +265,9 @@ class AsyncRoundRunner(RoundRunner):
         async with self.lock:
             self._suspend(rnd)
             try:
-                await self.off(self._publish, rnd)
+                await asyncio.get_running_loop().run_in_executor(
+                    self.publisher, self._publish, rnd
+                )
             except Exception as exc:  # the service must outlive a failing task
                 log.exception("round %d: publishing the result failed", rnd.number)
                 self._end(rnd, completed=False, reason=f"publishing failed: {exc}")
@@ -612,6 +617,7 @@ async def _serve(
         if port == 0:
             await server.stop(None)
             pool.shutdown(wait=False)
+            runner.publisher.shutdown(wait=False)
             raise OSError(
                 f"cannot listen on {address}: the port is in use (another aggregator?) or "
                 "the address is not this host's"
@@ -656,5 +662,6 @@ async def _serve(
         await health_servicer.enter_graceful_shutdown()
         await server.stop(grace=2.0)
         pool.shutdown(wait=True)
+        runner.publisher.shutdown(wait=True)
         if ops is not None:
             ops.close()
