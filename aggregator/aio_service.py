@@ -265,9 +265,7 @@ class AsyncRoundRunner(RoundRunner):
         async with self.lock:
             self._suspend(rnd)
             try:
-                await asyncio.get_running_loop().run_in_executor(
-                    self.publisher, self._publish, rnd
-                )
+                await asyncio.get_running_loop().run_in_executor(self.publisher, self._publish, rnd)
             except Exception as exc:  # the service must outlive a failing task
                 log.exception("round %d: publishing the result failed", rnd.number)
                 self._end(rnd, completed=False, reason=f"publishing failed: {exc}")
