@@ -95,6 +95,7 @@ from secagg.verify_round import (
     check_digest,
     claim_bytes,
     mask_projection,
+    mask_projections,
     parse_commitment,
     parse_point,
     projected_sum_matches,
@@ -457,9 +458,10 @@ class SecAggServer:
         assert proj is not None
         seed = self._check_seed
         masks_total = [0] * len(next(iter(self._y_proj.values())))
-        for u in sorted(self.u3):
+        survivors = sorted(self.u3)
+        own = mask_projections(cfg, proj, [self_keys[u] for u in survivors])
+        for u, a_u in zip(survivors, own, strict=True):
             claims = self._claims[u]
-            a_u = mask_projection(cfg, proj, self_keys[u])
             if not ct_equal(claim_bytes(cfg, seed, a_u, self_keys[u]), claims.self_claim):
                 self._name(u, "its claim about its own mask is false (seen after unmasking)")
                 raise AggregateMismatch(
@@ -468,9 +470,10 @@ class SecAggServer:
                     culprit=u,
                 )
             masks_total = [t + a for t, a in zip(masks_total, a_u, strict=True)]
-        for (u, v), key in sorted(dropped_keys.items()):
+        pairs = sorted(dropped_keys.items())
+        shared = mask_projections(cfg, proj, [key for _, key in pairs])
+        for ((u, v), key), p_uv in zip(pairs, shared, strict=True):
             claim = dict(self._claims[u].pair_claims)[v]
-            p_uv = mask_projection(cfg, proj, key)
             if not ct_equal(claim_bytes(cfg, seed, p_uv, key), claim):
                 self._name(u, f"its claim about the mask shared with dropped client {v} is false")
                 raise AggregateMismatch(

@@ -83,6 +83,27 @@ def test_honest_forger_proofs_verify() -> None:
     assert _verifies(f, bound, check)
 
 
+def test_both_limb_layouts_of_the_consistency_coefficients_agree(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rows longer than 2^14 take R^T zeta_c cut into limbs below 2^17; forcing that layout at
+    a small size, honest proofs still verify and a deviating upload still fails."""
+    x = [5, -6, 7] + [0] * 250
+    masks = [[(11 * i + 3 * j) % 256 for i in range(len(x))] for j in range(2)]
+    check, m_proj, q, y = _check_for(x, masks, [1, -1], 8, bytes(range(32)))
+    proj = Projection(check.seed, len(x))
+    y[4] = (y[4] + 1) % 256
+    bad = CheckStatement(
+        check.seed, 8, tuple(proj.apply(np.array(y))[0]), check.masks, check.carry_bound
+    )
+    for raw_max in (norm._RAW_WC_MAX_ROW, 0):
+        monkeypatch.setattr(norm, "_RAW_WC_MAX_ROW", raw_max)
+        f = forge(x, 110, CTX, slack=[0] * 16, check=(check, m_proj, 99), q=q)
+        assert _verifies(f, 110, check)
+        f = forge(x, 110, CTX, slack=[0] * 16, check=(bad, m_proj, 99), q=q)
+        assert not _verifies(f, 110, bad)
+
+
 def test_review_forgery_is_rejected() -> None:
     """|x|^2 = 10^6 against bound 100: the cross term of the hidden components would balance
     the norm, but the delta_h test sees the H component of row commitment 0."""

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from secagg.verify import CHECK_ROWS, Projection
+from secagg.verify.projection import cut_limbs
 
 
 def _matrix(p: Projection) -> np.ndarray:
@@ -30,6 +31,8 @@ def test_apply_and_transpose_are_exact(seed: bytes, d: int, big: bool, data: st.
     v = np.array(vals, dtype=np.int64)
     r = _matrix(p)
     assert p.apply(v)[0] == [int(x) for x in r.dot(np.array(vals, dtype=object))]
+    many = np.stack([v, -v, v // 3, np.roll(v, 1), v & 0xFF])  # the batched matrix-product path
+    assert p.apply(many) == [p.apply(row)[0] for row in many]
     limbs = np.array(
         data.draw(
             st.lists(st.integers(0, 0xFFFF), min_size=8 * CHECK_ROWS, max_size=8 * CHECK_ROWS)
@@ -38,10 +41,15 @@ def test_apply_and_transpose_are_exact(seed: bytes, d: int, big: bool, data: st.
     ).reshape(CHECK_ROWS, 8)
     coef = [sum(int(limbs[j, k]) << (16 * k) for k in range(8)) for j in range(CHECK_ROWS)]
     want = r.T.dot(np.array(coef, dtype=object))
-    got = p.transpose(limbs)
-    assert got.min() >= 0 and got.max() < 1 << 16
-    back = [sum(int(got[i, k]) << (16 * k) for k in range(got.shape[1])) for i in range(d)]
-    assert back == [int(w) for w in want]
+    pad = data.draw(st.integers(0, 50))
+    got = p.transpose(limbs, d + pad)
+    assert got.shape == (d + pad, 8)
+    assert got.min() >= 0 and got.max() < 1 << 22  # the bound the limb algebra relies on
+    cut = cut_limbs(got)
+    assert cut.shape == (d + pad, 9) and cut.min() >= 0 and cut.max() < 1 << 17
+    for m in (got, cut):
+        back = [sum(int(m[i, k]) << (16 * k) for k in range(m.shape[1])) for i in range(d + pad)]
+        assert back == [int(w) for w in want] + [0] * pad
 
 
 @settings(max_examples=60, deadline=None)

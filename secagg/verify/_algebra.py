@@ -227,14 +227,29 @@ def _field_limbs(values: Sequence[int]) -> I64:
     return _from_bytes_limbs(raw, len(values), 16)
 
 
-_POW16 = np.array([1 << (_LIMB * j) for j in range(64)], dtype=object)
-
-
 def _recombine(mat: npt.NDArray[Any]) -> list[int]:
-    """Rows of a limb matrix (int64 or float64 holding exact integers) as ints mod p."""
+    """Rows of a limb matrix (int64 or float64 holding exact integers, column ``j`` weighing
+    ``2^(16 j)``, entries below ``2^62``) as ints mod p.
+
+    The columns are carried into 16-bit limbs in numpy (signed entries carry with floor
+    shifts), so each row becomes one ``int.from_bytes`` plus its final carry instead of a
+    dot product of Python integers.
+    """
     m = np.rint(mat).astype(np.int64) if mat.dtype != np.int64 else mat
-    vals = m.astype(object).dot(_POW16[: m.shape[1]])
-    return [int(v) % P for v in vals]
+    rows, width = m.shape
+    limbs = np.empty((rows, width), dtype="<u2")
+    carry = np.zeros(rows, dtype=np.int64)
+    for j in range(width):
+        cur = m[:, j] + carry
+        limbs[:, j] = cur & _MASK16
+        carry = cur >> _LIMB
+    raw = limbs.tobytes()
+    step = 2 * width
+    shift = _LIMB * width
+    return [
+        (int.from_bytes(raw[i * step : (i + 1) * step], "little") + (c << shift)) % P
+        for i, c in enumerate(carry.tolist())
+    ]
 
 
 def _gram(x: I64, y: I64) -> I64:

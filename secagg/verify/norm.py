@@ -86,7 +86,7 @@ from secagg.verify._algebra import (
     _Transcript,
     _uniform_range,
 )
-from secagg.verify.projection import CHECK_ROWS, projection_for
+from secagg.verify.projection import CHECK_ROWS, cut_limbs, projection_for
 
 __all__ = [
     "CHECK_ROWS",
@@ -487,12 +487,73 @@ def _w_blocks(seed: bytes, count: int, b: int, zeta: I64) -> list[I64]:
     return out
 
 
+# Rows up to this length take R^T zeta_c's raw sums (below 2^22) as limbs: every Gram entry
+# (limbs of at most 2^16 against them, summed over a row) stays below 2^16 * 2^22 * 2^14 = 2^52.
+_RAW_WC_MAX_ROW = 1 << 14
+
+
+def _wc_matrix(check: CheckStatement, d: int, a: int, b: int, zeta_c: I64) -> I64:
+    """``R^T zeta_c`` (the consistency relation's coefficients on ``x``) as an ``a x b x L``
+    limb array: row ``k`` of the commitment is ``[k]``."""
+    padded = projection_for(check.seed, d).transpose(zeta_c, a * b)  # limbs below 2^22
+    if b > _RAW_WC_MAX_ROW:  # keep every Gram entry below 2^52: 2^16 * 2^17 * b
+        padded = cut_limbs(padded)
+    return padded.reshape(a, b, padded.shape[1])
+
+
 def _wc_blocks(check: CheckStatement, d: int, a: int, b: int, zeta_c: I64) -> list[I64]:
-    """``R^T zeta_c`` (the consistency relation's coefficients on ``x``), cut into rows."""
-    full = projection_for(check.seed, d).transpose(zeta_c)  # d x 10 normalised 16-bit limbs
-    padded = np.zeros((a * b, full.shape[1]), dtype=np.int64)
-    padded[:d] = full
-    return [padded[k * b : (k + 1) * b] for k in range(a)]
+    """:func:`_wc_matrix` cut into rows (the prover's table entries ``wc{k}``)."""
+    return list(_wc_matrix(check, d, a, b, zeta_c))
+
+
+def _is_wc(name: str) -> bool:
+    return name.startswith("wc")
+
+
+def _wc_terms(
+    g_terms: Sequence[_Term], h_terms: Sequence[_Term], e: int
+) -> tuple[list[int], list[int]]:
+    """For each row ``k``: the coefficient of ``wc{k}`` in ``r(e)``, and the coefficient of
+    ``<theta, wc{k}>`` in the constant term (theta is the only public G block it meets)."""
+    ei = _inv(e)
+    fold: dict[int, int] = {}
+    const: dict[int, int] = {}
+    for eh, chh, hn, kind in h_terms:
+        if kind != "public" or not _is_wc(hn):
+            continue
+        k = int(hn[2:])
+        fold[k] = (fold.get(k, 0) + chh * _power(e, ei, eh)) % P
+        for eg, cg, gn, gkind in g_terms:
+            if gkind == "public" and eg + eh == 0:
+                if gn != "theta":  # pragma: no cover - the slot table pairs wc with theta only
+                    raise AssertionError("unexpected public pair with the consistency block")
+                const[k] = (const.get(k, 0) + cg * chh) % P
+    rows = 1 + max(fold) if fold else 0
+    return [fold.get(k, 0) for k in range(rows)], [const.get(k, 0) for k in range(rows)]
+
+
+def _wc_contributions(wc: I64, theta: I64, fold: Sequence[int], const: Sequence[int]) -> tuple[
+    npt.NDArray[np.float64], int
+]:  # fmt: skip
+    """The verifier's use of ``R^T zeta_c`` without stacking it beside the other blocks:
+    ``sum_k fold[k] wc{k}`` (as ``b x 16`` field limbs, added to ``r(e)``'s public part) and
+    ``sum_k const[k] <theta, wc{k}>`` (added to the constant term). Both are sums of small
+    matrix products per row, exact in float64: limbs below 2^22 against 16-bit limbs, summed
+    over at most 33 rows of 9 limbs (fold: < 2^47) or over one row (Gram: < 2^52)."""
+    a, _, width = wc.shape
+    w = wc.astype(np.float64)
+    coefs = _field_limbs([fold[k] << (_LIMB * j) for k in range(a) for j in range(width)])
+    acc = np.einsum("kil,klj->ij", w, coefs.reshape(a, width, 16).astype(np.float64), optimize=True)
+    grams = np.rint(np.matmul(theta.T.astype(np.float64)[None, :, :], w)).astype(np.int64)
+    total = 0
+    for k in range(a):
+        if const[k]:
+            g = grams[k]
+            ip = sum(
+                int(g[i, j]) << (_LIMB * (i + j)) for i in range(g.shape[0]) for j in range(width)
+            )
+            total += const[k] * ip
+    return acc, total % P
 
 
 # ----------------------------------------------------------------------------- the slot table
@@ -574,9 +635,16 @@ def _terms(a: int, ch: _Challenges, w_bits: int, checked: bool) -> tuple[list[_T
 
 
 def _public_blocks(
-    seed: bytes, a: int, b: int, d: int, ch: _Challenges, check: CheckStatement | None
+    seed: bytes,
+    a: int,
+    b: int,
+    d: int,
+    ch: _Challenges,
+    check: CheckStatement | None,
+    with_wc: bool = True,
 ) -> dict[str, I64]:
-    """Every public vector of the table as a ``b x L`` limb matrix."""
+    """Every public vector of the table as a ``b x L`` limb matrix (the ``wc{k}`` only with
+    ``with_wc``: the verifier handles them apart, :func:`_wc_contributions`)."""
     w = _w_blocks(seed, a + (2 if check is not None else 1), b, ch.zeta)
     blocks: dict[str, I64] = {f"w{k}": w[k] for k in range(a)}
     blocks["ws"] = w[a]
@@ -586,8 +654,9 @@ def _public_blocks(
         assert ch.zeta_c is not None
         blocks["wq"] = w[a + 1]
         blocks["zetac"] = _pad(ch.zeta_c, b)
-        for k, blk in enumerate(_wc_blocks(check, d, a, b, ch.zeta_c)):
-            blocks[f"wc{k}"] = blk
+        if with_wc:
+            for k, blk in enumerate(_wc_blocks(check, d, a, b, ch.zeta_c)):
+                blocks[f"wc{k}"] = blk
     return blocks
 
 
@@ -624,14 +693,18 @@ class _Stack:
         self.span = {n: (offs[i], widths[i]) for i, n in enumerate(self.names)}
         self.matrix = np.concatenate([blocks[n] for n in self.names], axis=1).astype(np.float64)
 
-    def fold(self, coef: dict[str, int]) -> list[int]:
-        """``sum_name coef[name] * block`` as field elements (one matrix product)."""
+    def fold(self, coef: dict[str, int], extra: npt.NDArray[np.float64] | None = None) -> list[int]:
+        """``sum_name coef[name] * block`` as field elements (one matrix product), plus the
+        field limbs ``extra`` (``b x 16``, exact) when given."""
         exps = [0] * self.matrix.shape[1]
         for n, c in coef.items():
             off, width = self.span[n]
             for j in range(width):
                 exps[off + j] = (c % P) << (_LIMB * j)
-        return _recombine(self.matrix @ _field_limbs(exps).astype(np.float64))
+        prod = self.matrix @ _field_limbs(exps).astype(np.float64)
+        if extra is not None:
+            prod += extra
+        return _recombine(prod)
 
 
 def _term_coefs(terms: Sequence[_Term], e: int, kind: str) -> dict[str, int]:
@@ -1026,7 +1099,7 @@ def verify_norm(
     fixed = [*proof.D, proof.Cs, proof.Ds, *([proof.Cq] if checked else [])]
     seed = _first_message(tr, [*fixed, proof.Cmu, proof.SG, proof.SH])
     ch = _challenges(tr, proof.z, b, checked)
-    blocks = _public_blocks(seed, a, b, d, ch, check)
+    blocks = _public_blocks(seed, a, b, d, ch, check, with_wc=False)
     tr.absorb(b"T", b"".join(_pt_bytes(p) for p in proof.T))
     e = tr.challenge(b"e")
     ei = _inv(e)
@@ -1042,14 +1115,22 @@ def verify_norm(
     weight = tr.challenge(b"batch")
 
     g_terms, h_terms = _terms(a, ch, check.ring_bits if check else 0, checked)
-    stack_h = _Stack(blocks, [t[2] for t in h_terms if t[3] == "public"])
+    h_rest = [t for t in h_terms if not (t[3] == "public" and _is_wc(t[2]))]
+    stack_h = _Stack(blocks, [t[2] for t in h_rest if t[3] == "public"])
     # (1) t_hat Ut + tau H0 == t0 Ut + sum_s e^s T_s
-    t0 = _t0_public(bound, proof.z, ch, check, g_terms, h_terms, blocks, stack_h)
+    t0 = _t0_public(bound, proof.z, ch, check, g_terms, h_rest, blocks, stack_h)
     epow = [_power(e, ei, s) for s in exps]
     # (2) IPA: P + t_hat U' + sum(u^2 L + u^-2 R) == a s G + b s^-1 H + a b U', with
     # P = sum over commitments e^exp X + <public l(e), G> + <public r(e), H> - mu H0.
     pub_g = _fold_terms(g_terms, blocks, e, ("public",))
-    pub_h = stack_h.fold(_term_coefs(h_terms, e, "public"))
+    add_h = None
+    if check is not None:  # the consistency relation's coefficients R^T zeta_c
+        assert ch.zeta_c is not None
+        fold_c, const_c = _wc_terms(g_terms, h_terms, e)
+        wc = _wc_matrix(check, d, a, b, ch.zeta_c)
+        add_h, add_t0 = _wc_contributions(wc, ch.theta, fold_c, const_c)
+        t0 = (t0 + add_t0) % P
+    pub_h = stack_h.fold(_term_coefs(h_rest, e, "public"), add_h)
     sg = [1]
     for u in us:
         uinv = _inv(u)

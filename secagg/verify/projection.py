@@ -28,12 +28,13 @@ import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-__all__ = ["CHECK_ROWS", "Projection", "projection_for"]
+__all__ = ["CHECK_ROWS", "Projection", "cut_limbs", "projection_for"]
 
 CHECK_ROWS = 64  # J: a deviating upload survives the check with probability 2^-64
 _LABEL = b"secagg/v1/check-projection"
 _CHUNK = 1 << 15  # rows of the (d x J) window matrix materialised at once (16 MiB)
 _LIMB = 16
+_BATCH_COLUMNS = 4  # from this many limb columns on, apply() multiplies window chunks
 
 I64 = npt.NDArray[np.int64]
 _CACHE_ENTRIES = 2  # a round's projection, and the next round's
@@ -93,8 +94,13 @@ class Projection:
             limbs[:, j::parts] = part
             cur = cur >> _LIMB
         acc = np.zeros((self.rows, parts * k), dtype=np.float64)
-        for j in range(self.rows):  # acc[j] = t[j : j + d] @ limbs: no window matrix
-            acc[j] = self._t[j : j + self.d] @ limbs
+        if parts * k >= _BATCH_COLUMNS:  # many vectors: one matrix product per window chunk
+            for lo in range(0, self.d, _CHUNK):
+                hi = min(lo + _CHUNK, self.d)
+                acc += self._windows(lo, hi).T @ limbs[lo:hi]
+        else:
+            for j in range(self.rows):  # acc[j] = t[j : j + d] @ limbs: no window matrix
+                acc[j] = self._t[j : j + self.d] @ limbs
         out = np.rint(acc).astype(np.int64).astype(object)
         total = out[:, 0::parts]
         for j in range(1, parts):
@@ -110,31 +116,40 @@ class Projection:
                 self._win32 = self._windows(0, self.d, np.float32)
             return self._win32
 
-    def transpose(self, coefs: I64) -> I64:
-        """``R^T c`` for a ``J x L`` matrix of non-negative 16-bit limbs, as a ``d x (L + 2)``
-        matrix of 16-bit limbs (normalised with carries; exact, since ``J < 2^16``)."""
+    def transpose(self, coefs: I64, total: int | None = None) -> I64:
+        """``R^T c`` for a ``J x L`` matrix of non-negative 16-bit limbs, exactly, as a
+        ``total x L`` matrix of unnormalised limbs (column ``j`` weighs ``2^(16 j)``, every
+        entry is below ``J * 2^16 <= 2^22``; rows past ``d`` are zero, ``total`` defaults to
+        ``d``). Callers whose limb algebra needs smaller entries cut them with
+        :func:`cut_limbs`; carrying is left out because nothing downstream needs it.
+        """
         if coefs.shape[0] != self.rows or coefs.ndim != 2:
             raise ValueError(f"transpose needs {self.rows} limb rows")
+        if np.any(coefs < 0) or np.any(coefs > 0xFFFF):
+            raise ValueError("transpose takes 16-bit limbs")
+        total = self.d if total is None else total
+        if total < self.d:
+            raise ValueError("transpose pads, never truncates")
         # float32 is exact: each entry of windows @ coefs is below J * 2^16 <= 2^24.
         c = coefs.astype(np.float32)
-        ncols = coefs.shape[1]
+        wide = np.zeros((total, coefs.shape[1]), dtype=np.float32)
         win = self._window_matrix()
         if win is not None:  # a verifier checks many proofs against one round's matrix
-            wide = np.rint(win @ c).astype(np.int64)
+            np.matmul(win, c, out=wide[: self.d])
         else:
-            wide = np.empty((self.d, ncols), dtype=np.int64)
             for lo in range(0, self.d, _CHUNK):
                 hi = min(lo + _CHUNK, self.d)
-                wide[lo:hi] = np.rint(self._windows(lo, hi, np.float32) @ c).astype(np.int64)
-        out = np.zeros((self.d, ncols + 2), dtype=np.int64)
-        carry = np.zeros(self.d, dtype=np.int64)
-        for j in range(ncols + 2):
-            cur = carry + (wide[:, j] if j < ncols else 0)
-            out[:, j] = cur & 0xFFFF
-            carry = cur >> _LIMB
-        if np.any(carry):  # pragma: no cover - J * 2^(16 L) < 2^(16 (L + 2))
-            raise AssertionError("transpose overflow")
-        return out
+                np.matmul(self._windows(lo, hi, np.float32), c, out=wide[lo:hi])
+        return wide.astype(np.int64)  # exact integers: no rounding needed
+
+
+def cut_limbs(sums: I64) -> I64:
+    """Limbs below ``2^22`` as limbs below ``2^17`` (one more column, same value): each is cut
+    once at bit 16 and its high part added to the next column, with no carry chain."""
+    out = np.zeros((sums.shape[0], sums.shape[1] + 1), dtype=np.int64)
+    out[:, :-1] = sums & 0xFFFF
+    out[:, 1:] += sums >> _LIMB
+    return out
 
 
 _PROJECTIONS: OrderedDict[tuple[bytes, int, int], Projection] = OrderedDict()
