@@ -251,7 +251,7 @@ class SecAggWorkflow:
         node_of: dict[int, int] = report.node_of  # member -> node
         member_of: dict[int, int] = {}  # node -> member
         outgoing: Mapping[int, ServerMessage] = {}
-        failures: list[BaseException] = []
+        failures: list[tuple[ClientProxy, FitRes] | BaseException] = []
         for stage in cfg.stages:
             messages: list[Message] = []
             if stage is Stage.ADVERTISE_KEYS:
@@ -259,9 +259,9 @@ class SecAggWorkflow:
                     messages.append(self._message(nid, RecordDict({RECORD: setup}), report))
             else:
                 for member, smsg in sorted(self.outgoing_messages(stage, outgoing).items()):
-                    nid = node_of.get(member)
-                    if nid is None:
+                    if member not in node_of:
                         continue
+                    nid = node_of[member]
                     rec = ConfigRecord(
                         {
                             "stage": stage.name,
@@ -307,7 +307,7 @@ class SecAggWorkflow:
         parameters_aggregated, metrics = context.strategy.aggregate_fit(
             report.round,
             results,
-            failures,  # type: ignore[arg-type]
+            list(failures),
         )
         if parameters_aggregated is not None:
             context.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
@@ -334,7 +334,7 @@ class SecAggWorkflow:
         node_of: dict[int, int],
         member_of: dict[int, int],
         report: FlowerRound,
-        failures: list[BaseException],
+        failures: list[tuple[ClientProxy, FitRes] | BaseException],
     ) -> None:
         """Hand each reply of ``stage`` to the state machine; anything else is a dropout."""
         answered: list[int] = []

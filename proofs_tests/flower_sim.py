@@ -30,7 +30,7 @@ LEVEL_BITS = 22
 
 
 def flower_available() -> bool:
-    return importlib.util.find_spec("flwr") is not None and importlib.util.find_spec("ray") is not None
+    return all(importlib.util.find_spec(m) is not None for m in ("flwr", "ray"))
 
 
 def netns_available() -> bool:
@@ -69,7 +69,7 @@ def client_examples(member: int) -> int:
 
 def expected_sum(included: list[int]) -> tuple[npt.NDArray[np.float64], float]:
     """``(sum w_u x_u, sum w_u)`` over ``included``, as the workflow must unmask it."""
-    weighted = np.zeros(sum(int(np.prod(s)) for s in SHAPES) , dtype=np.float64)
+    weighted = np.zeros(sum(int(np.prod(s)) for s in SHAPES), dtype=np.float64)
     total = 0.0
     for u in included:
         w = min(float(client_examples(u)), MAX_WEIGHT) / MAX_WEIGHT
@@ -142,12 +142,14 @@ def build_apps(
     """``(server_app, client_app, out)``: FedAvg with ``workflow`` as its fit workflow, every
     node running ``DropAt(plan)`` then our client mod; ``out["params"]`` gets the global model
     after the last round."""
+    import flwr.compat.common.recorddict_compat as compat
     from flwr.app import Context
     from flwr.client import ClientApp, NumPyClient
     from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.server import LegacyContext, ServerApp, ServerConfig
     from flwr.server.strategy import FedAvg
     from flwr.server.workflow import DefaultWorkflow
+    from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 
     from client.flower import SecAggMod
 
@@ -180,9 +182,6 @@ def build_apps(
             context=context, config=ServerConfig(num_rounds=rounds), strategy=strategy
         )
         DefaultWorkflow(fit_workflow=workflow)(grid, legacy)
-        from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
-        import flwr.compat.common.recorddict_compat as compat
-
         params = compat.arrayrecord_to_parameters(
             legacy.state.array_records[MAIN_PARAMS_RECORD], keep_input=True
         )

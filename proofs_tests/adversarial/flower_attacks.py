@@ -79,9 +79,7 @@ def main() -> None:
         timeout=60,
     )
     plan = {ABSENT - 1: "ADVERTISE_KEYS"}
-    server_app, client_app, out = build_apps(
-        bundle, N, plan, tmp / "trace", workflow, rounds=4
-    )
+    server_app, client_app, _ = build_apps(bundle, N, plan, tmp / "trace", workflow, rounds=4)
     simulate(server_app, client_app, N, workers=2)
     rounds: list[dict[str, Any]] = []
     for r in workflow.rounds:
