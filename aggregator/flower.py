@@ -45,12 +45,16 @@ from flwr.serverapp.grid import Grid
 from google.protobuf.message import DecodeError
 
 from aggregator.parameters import resolve
+from dp.composed import DistributedDP, rotation_seed
+from dp.distributed import DistributedDPConfig
+from dp.distributed import decode as dp_decode
 from protos import wire
 from protos.consortium import AggregatorFolder, load_consortium
 from protos.flower import (
     RECORD,
     FedAvgTask,
     arrays_digest,
+    arrays_to_vector,
     dtypes_of,
     layout_of,
     require_bytes,
@@ -96,6 +100,7 @@ class FlowerRound:
     weighted_sum: F64 | None = None
     weight_total: float = 0.0
     mean: F64 | None = None
+    dp_noise_stddev: float | None = None
     seconds: float = 0.0
     server_seconds: float = 0.0
     bytes_to: dict[int, int] = field(default_factory=dict)
@@ -115,7 +120,10 @@ class SecAggWorkflow:
     ``expected_dropout`` under the registry's corruption assumption. ``clipping_range`` clips
     each weighted parameter (as Flower's SecAgg+); ``level_bits`` is the per-client resolution
     of the ring encoding (22: Flower's default quantisation of 2^22 levels). ``norm_bound``
-    turns on contribution verification (docs/protocol.md §7). ``timeout``: seconds each stage
+    turns on contribution verification (docs/protocol.md §7). ``dp`` turns on user-level
+    distributed DP (DP-FedAvg): each client's update ``x - global`` is clipped to
+    ``dp.l2_clip``, rotated, noised and encoded by :mod:`dp.distributed`, the strategy gets
+    ``global + noisy mean update`` and no weights are used. ``timeout``: seconds each stage
     waits for replies (``None``: until every node answered). Every round's
     :class:`FlowerRound` is appended to :attr:`rounds`.
     """
@@ -131,6 +139,7 @@ class SecAggWorkflow:
         clipping_range: float = 8.0,
         level_bits: int = 22,
         norm_bound: int | None = None,
+        dp: DistributedDP | None = None,
         timeout: float | None = None,
     ) -> None:
         self.consortium = Path(consortium)
@@ -141,6 +150,7 @@ class SecAggWorkflow:
         self.clipping_range = clipping_range
         self.level_bits = level_bits
         self.norm_bound = norm_bound
+        self.dp = dp
         self.timeout = timeout
         self.rounds: list[FlowerRound] = []
         FedAvgTask((), max_weight)  # validates max_weight now
@@ -202,27 +212,33 @@ class SecAggWorkflow:
                 return
         layout = layout_of(global_arrays)
         dtypes = dtypes_of(global_arrays)
-        task = FedAvgTask(layout, self.max_weight)
-
         # The registry is read every round: a newer one (a revocation, an enrolment) is followed.
         consortium = load_consortium(self.consortium)
         signed = AggregatorFolder(consortium.root).signed_registry()
-        d = task.size + 1
+        size = sum(int(np.prod(shape)) for _, shape in layout)
         params = resolve(
             consortium.signed,
-            d=d,
+            d=size + 1,
             threshold=self.reconstruction_threshold,
             neighbors=self.num_shares,
             expected_dropout=self.expected_dropout,
             clip=self.clipping_range,
             norm_bound=self.norm_bound,
         )
+        n = len(consortium.registry)
+        dp_cfg: DistributedDPConfig | None = None
+        if self.dp is not None:
+            dp_cfg = self.dp.resolve(size, n, params.t, n - 1 if params.k is None else params.k)
+        task = FedAvgTask(
+            layout, self.max_weight, b"" if dp_cfg is None else dp_cfg.canonical_bytes()
+        )
         cfg = RoundConfig(
-            n=len(consortium.registry),
+            n=n,
             t=params.t,
-            d=d,
+            d=size + 1 if dp_cfg is None else dp_cfg.encoded_dim,
             k=params.k,
             clip=self.clipping_range,
+            bits=None if dp_cfg is None else dp_cfg.bits,
             level_bits=self.level_bits,
             model_digest=model_digest,
             dp_digest=task.digest,
@@ -289,12 +305,20 @@ class SecAggWorkflow:
         report.rejected = dict(server.rejected)
         report.included = tuple(sorted(result.included))
         report.ring_sum = result.ring_sum
-        decoded = cfg.encoding.decode(result.ring_sum)
-        report.weighted_sum, report.weight_total = decoded[:-1], float(decoded[-1])
-        if report.weight_total <= 0:
-            report.reason = "the included clients' weights sum to zero"
-            return
-        report.mean = report.weighted_sum / report.weight_total
+        if dp_cfg is not None:
+            noisy = dp_decode(
+                result.ring_sum, dp_cfg, rotation_seed(cfg, dp_cfg), len(report.included)
+            )
+            report.weighted_sum, report.weight_total = noisy.values, float(len(report.included))
+            report.dp_noise_stddev = noisy.noise_stddev
+            report.mean = arrays_to_vector(global_arrays, layout) + noisy.mean
+        else:
+            decoded = cfg.encoding.decode(result.ring_sum)
+            report.weighted_sum, report.weight_total = decoded[:-1], float(decoded[-1])
+            if report.weight_total <= 0:
+                report.reason = "the included clients' weights sum to zero"
+                return
+            report.mean = report.weighted_sum / report.weight_total
         aggregate = compat.arrayrecord_to_parameters(
             vector_to_arrays(report.mean, layout, dtypes), keep_input=True
         )

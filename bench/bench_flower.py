@@ -37,7 +37,7 @@ import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -133,7 +133,7 @@ def child(n: int, d: int, drop: float, workers: int) -> dict[str, Any]:
     from flwr.client import ClientApp, NumPyClient
     from flwr.client.mod import secaggplus_mod
     from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
-    from flwr.server import LegacyContext, ServerApp, ServerConfig
+    from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
     from flwr.server.strategy import FedAvg
     from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
     from flwr.server.workflow.default_workflows import default_fit_workflow
@@ -173,7 +173,7 @@ def child(n: int, d: int, drop: float, workers: int) -> dict[str, Any]:
     aggregates: dict[int, np.ndarray[Any, Any]] = {}
     included_nodes: dict[int, list[int]] = {}
 
-    class Recording(FedAvg):  # type: ignore[misc]
+    class Recording(FedAvg):
         def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
             if results:
                 aggregates[server_round] = parameters_to_ndarrays(results[0][1].parameters)[0]
@@ -190,7 +190,7 @@ def child(n: int, d: int, drop: float, workers: int) -> dict[str, Any]:
             counting = CountingGrid(grid)
             t = time.perf_counter()
             try:
-                wf(counting, context)
+                wf(cast(Grid, counting), context)
                 error = ""
             except Exception as exc:  # a crash of Flower's workflow is an incomplete round
                 error = f"{type(exc).__name__}: {exc}"
@@ -203,7 +203,7 @@ def child(n: int, d: int, drop: float, workers: int) -> dict[str, Any]:
                 "error": error,
             }
 
-    class Node(NumPyClient):  # type: ignore[misc]
+    class Node(NumPyClient):
         def __init__(self, pid: int) -> None:
             self.pid = pid
 
@@ -224,7 +224,7 @@ def child(n: int, d: int, drop: float, workers: int) -> dict[str, Any]:
     server_app = ServerApp()
     pid_of: dict[int, int] = {}
 
-    @server_app.main()  # type: ignore[misc]
+    @server_app.main()
     def main(grid: Any, context: Any) -> None:
         strategy = Recording(
             fraction_fit=1.0,
@@ -233,7 +233,9 @@ def child(n: int, d: int, drop: float, workers: int) -> dict[str, Any]:
             min_available_clients=n,
             initial_parameters=ndarrays_to_parameters([np.zeros(d, np.float32)]),
         )
-        legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=4), strategy=strategy)
+        legacy = LegacyContext(
+            context=context, config=ServerConfig(num_rounds=4), strategy=strategy
+        )
         DefaultWorkflow(fit_workflow=BothInOneRun())(grid, legacy)
         for r in ours.rounds:
             for member, nid in r.node_of.items():

@@ -38,6 +38,10 @@ from flwr.common import Code
 from flwr.compat.common import recorddict_compat as compat
 from google.protobuf.message import DecodeError
 
+from dp import PrivacyError
+from dp.composed import rotation_seed
+from dp.distributed import DistributedDPConfig
+from dp.distributed import encode as dp_encode
 from protos import wire
 from protos.consortium import ConsortiumError, MemberFolder, member_folder
 from protos.flower import (
@@ -96,6 +100,26 @@ def _parse_config(raw: bytes) -> RoundConfig:
         raise InvalidMessage("the round config is not a RoundConfig") from None
 
 
+def _check_dp(
+    dp_cfg: DistributedDPConfig, cfg: RoundConfig, task: FedAvgTask, policy: ClientPolicy
+) -> None:
+    """Refuse DP parameters that do not fit the round, or whose noise assumes fewer corrupt
+    survivors than this client's policy tolerates (docs/threats.md DP-10)."""
+    if (
+        dp_cfg.dim != task.size
+        or dp_cfg.encoded_dim != cfg.d
+        or dp_cfg.bits != cfg.ring_bits
+        or dp_cfg.num_clients != cfg.n
+        or dp_cfg.min_survivors < cfg.t
+    ):
+        raise PolicyViolation("the round's DP parameters do not match its configuration")
+    if dp_cfg.max_corrupt < policy.corrupt_bound(cfg.degree):
+        raise PolicyViolation(
+            f"the round's DP noise assumes {dp_cfg.max_corrupt} corrupt survivors, this client "
+            f"tolerates {policy.corrupt_bound(cfg.degree)} (docs/threats.md DP-10)"
+        )
+
+
 class SecAggMod:
     """The client mod (``Callable[[Message, Context, ClientAppCallable], Message]``).
 
@@ -123,7 +147,7 @@ class SecAggMod:
             return call_next(msg, ctxt)
         try:
             return self._handle(msg, ctxt, call_next)
-        except (SecAggError, ConsortiumError) as exc:
+        except (SecAggError, ConsortiumError, PrivacyError) as exc:
             ctxt.state.config_records[STATE] = ConfigRecord()  # the round's secrets are gone
             return Message(Error(REFUSED, f"{type(exc).__name__}: {exc}"), reply_to=msg)
 
@@ -204,9 +228,11 @@ class SecAggMod:
         if hashlib.sha256(raw_task).digest() != cfg.dp_digest:
             raise PolicyViolation("the round's task does not match its digest (SA-06)")
         task = FedAvgTask.parse(raw_task)
-        if task.size + 1 != cfg.d:
-            raise PolicyViolation(f"the round's d={cfg.d} does not fit a {task.size}-value model")
         policy = self.policy or ClientPolicy(max_corrupt_fraction=registry.policy_fraction)
+        if task.dp:
+            _check_dp(DistributedDPConfig.from_canonical(task.dp), cfg, task, policy)
+        elif task.size + 1 != cfg.d:
+            raise PolicyViolation(f"the round's d={cfg.d} does not fit a {task.size}-value model")
         client = SecAggClient(cfg, me, identity, registry.identities, policy=policy)
         advert = client.advertise()
         ctxt.state.config_records[STATE] = ConfigRecord(
@@ -222,10 +248,12 @@ class SecAggMod:
         cfg: RoundConfig,
         task: FedAvgTask,
     ) -> np.ndarray[tuple[int], np.dtype[np.uint32]]:
-        """Run the wrapped app on the round's model; return ``[w * x, w]`` encoded."""
+        """Run the wrapped app on the round's model; return ``[w * x, w]`` encoded, or with DP
+        the update ``x - global`` clipped, rotated, noised and encoded."""
         arrays = msg.content.array_records.get(_FIT_PARAMETERS)
         if arrays is None or arrays_digest(arrays) != cfg.model_digest:
             raise PolicyViolation("the model sent is not the round's model (SA-06)")
+        start = arrays_to_vector(arrays, task.layout) if task.dp else None
         del msg.content.config_records[RECORD]  # the wrapped app sees a plain train message
         out = call_next(msg, ctxt)
         if out.has_error():
@@ -238,6 +266,9 @@ class SecAggMod:
             raise UnexpectedMessage(f"the client app failed: {fitres.status.message}")
         params = compat.parameters_to_arrayrecord(fitres.parameters, keep_input=False)
         vec = arrays_to_vector(params, task.layout)
+        if start is not None:
+            dp_cfg = DistributedDPConfig.from_canonical(task.dp)
+            return dp_encode(vec - start, dp_cfg, rotation_seed(cfg, dp_cfg))
         w = task.weight(fitres.num_examples)
         x = np.append(vec * w, w)
         return cfg.encoding.encode(x, SystemRandom())

@@ -153,7 +153,7 @@ def build_apps(
 
     from client.flower import SecAggMod
 
-    class Member(NumPyClient):  # type: ignore[misc]
+    class Member(NumPyClient):
         def __init__(self, member: int) -> None:
             self.member = member
 
@@ -169,7 +169,7 @@ def build_apps(
     out: dict[str, Any] = {}
     server_app = ServerApp()
 
-    @server_app.main()  # type: ignore[misc]
+    @server_app.main()
     def main(grid: Any, context: Any) -> None:
         strategy = FedAvg(
             fraction_fit=1.0,

@@ -136,11 +136,14 @@ def vector_to_arrays(
 @dataclass(frozen=True)
 class FedAvgTask:
     """What a round computes: the weighted mean of models of ``layout`` with weights
-    ``min(num_examples, max_weight) / max_weight``. Its :meth:`canonical` bytes are relayed
-    to every client, whose SHA-256 is the round config's ``dp_digest``."""
+    ``min(num_examples, max_weight) / max_weight``; or, with ``dp`` (the canonical bytes of a
+    :class:`dp.distributed.DistributedDPConfig`), the plain mean of the clients' clipped and
+    noised updates (DP-FedAvg: user-level distributed DP, no weights). Its :meth:`canonical`
+    bytes are relayed to every client, whose SHA-256 is the round config's ``dp_digest``."""
 
     layout: Layout
     max_weight: float
+    dp: bytes = b""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.max_weight) and self.max_weight > 0):
@@ -150,15 +153,17 @@ class FedAvgTask:
 
     @property
     def size(self) -> int:
-        """Model parameters; the round's ``d`` is one more (the weight)."""
+        """Model parameters (the round's ``d`` is one more, the weight, without DP)."""
         return sum(math.prod(shape) for _, shape in self.layout)
 
     def canonical(self) -> bytes:
-        doc = {
+        doc: dict[str, object] = {
             "kind": TASK_KIND,
             "layout": [[k, list(s)] for k, s in self.layout],
             "max_weight": float(self.max_weight).hex(),
         }
+        if self.dp:
+            doc["dp"] = self.dp.decode()
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
     @property
@@ -187,7 +192,10 @@ class FedAvgTask:
             )
             if any(s < 0 for _, shape in layout for s in shape):
                 raise ValueError("a negative dimension")
-            task = cls(layout, float.fromhex(doc["max_weight"]))
+            dp = doc.get("dp", "")
+            if not isinstance(dp, str):
+                raise ValueError("the DP parameters are not a string")
+            task = cls(layout, float.fromhex(doc["max_weight"]), dp.encode())
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidMessage(f"the round's task is malformed: {exc}") from None
         if task.canonical() != raw:

@@ -2,8 +2,9 @@
 extra) on the Ray backend with two workers: 100 clients, four dropping out at each of the five
 stages; the unmasked weighted sum must equal the plain weighted sum of the included clients
 bit for bit, the included set must be exactly those that uploaded, and nodes' state must have
-moved between the two worker processes. Runs ``flower_cases.py`` inside a private network
-namespace; skipped without Flower or without namespaces (not root)."""
+moved between the two worker processes. A second round under distributed DP must include the
+same clients and decode to the plain sum of updates within its noise. Runs ``flower_cases.py``
+inside a private network namespace; skipped without Flower or without namespaces (not root)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,12 @@ def test_flower_ray_100_clients_dropping_at_every_stage() -> None:
     assert r["mean_equal"] and r["global_close"]
     assert len(r["workers"]) == 2, r["workers"]
     assert r["moved"] > 0  # some node's stages ran in both workers: the state travelled
+    # Round 2, distributed DP (DP-FedAvg): the same dropouts, the same members in the sum; the
+    # decoded sum of updates is the plain one plus noise of the announced size (6 sigma).
+    assert r["dp_completed"], r["dp_reason"]
+    assert r["dp_included"] == r["want_included"]
+    assert r["dp_max_delta_norm"] < 0.05  # below the clip: nothing was clipped
+    sigma = r["dp_noise_stddev"]
+    assert sigma > 0 and not r["dp_exact"]
+    assert r["dp_max_error"] < 6 * sigma, (r["dp_max_error"], sigma)
+    assert r["dp_global_close"]  # the strategy applied global + noisy mean update

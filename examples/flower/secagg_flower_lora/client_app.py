@@ -19,7 +19,7 @@ from secagg_flower_lora.task import adapter_of, build_model
 log = logging.getLogger("secagg_flower_lora")
 
 
-class LoraClient(NumPyClient):  # type: ignore[misc]
+class LoraClient(NumPyClient):
     def __init__(self, partition: int, partitions: int, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
         self.net, tokenizer = build_model(cfg)
