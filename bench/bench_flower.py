@@ -127,7 +127,7 @@ class OnlyWith:
         return call_next(msg, ctxt)
 
 
-def child(n: int, d: int, drop: float, workers: int) -> dict[str, Any]:
+def child(n: int, d: int, drop: float, workers: int, late_round: bool = True) -> dict[str, Any]:
     """One simulation: a warm-up round, ours, then Flower's; returns both rows."""
     from flwr.app import Context
     from flwr.client import ClientApp, NumPyClient
@@ -202,6 +202,7 @@ def child(n: int, d: int, drop: float, workers: int) -> dict[str, Any]:
                 "completed": rnd in aggregates,
                 "error": error,
             }
+            print("ROW " + json.dumps({"n": n, "protocol": name, **rows[name]}), flush=True)
 
     class Node(NumPyClient):
         def __init__(self, pid: int) -> None:
@@ -234,7 +235,9 @@ def child(n: int, d: int, drop: float, workers: int) -> dict[str, Any]:
             initial_parameters=ndarrays_to_parameters([np.zeros(d, np.float32)]),
         )
         legacy = LegacyContext(
-            context=context, config=ServerConfig(num_rounds=4), strategy=strategy
+            context=context,
+            config=ServerConfig(num_rounds=4 if late_round else 3),
+            strategy=strategy,
         )
         DefaultWorkflow(fit_workflow=BothInOneRun())(grid, legacy)
         for r in ours.rounds:
@@ -295,6 +298,7 @@ def _run_child(n: int, args: argparse.Namespace) -> dict[str, Any]:
         str(args.drop),
         "--workers",
         str(args.workers),
+        *(["--no-late-round"] if args.no_late_round else []),
     ]
     proc = subprocess.run(
         ["unshare", "--net", "sh", "-c", script, *argv],
@@ -346,10 +350,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="Ray workers (one CPU each)")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "flower.json")
+    ap.add_argument(
+        "--no-late-round",
+        action="store_true",
+        help="skip round 4 (Flower's SecAgg+ with the late dropouts only)",
+    )
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child is not None:
-        res = child(args.child, args.d, args.drop, args.workers)
+        res = child(args.child, args.d, args.drop, args.workers, not args.no_late_round)
         print("RESULT " + json.dumps(res), flush=True)
         return 0
     if not 0 < args.drop < 0.5 or math.isnan(args.drop):
