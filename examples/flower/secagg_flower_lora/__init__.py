@@ -1,0 +1,1 @@
+"""A Flower app: federated DP-LoRA under secagg-dplora's secure aggregation (README.md)."""
