@@ -19,7 +19,10 @@ assumption (:func:`aggregator.parameters.resolve`) unless given.
 
 Weighting is FedAvg's: the secure sum is ``[sum w_u x_u, sum w_u]`` and the strategy's
 ``aggregate_fit`` receives the quotient once per included client, as Flower's SecAgg+ workflow
-does (no client's own weight or metrics reach the server).
+does (no client's own weight or metrics reach the server). With ``dp`` the round is DP-FedAvg
+instead: user-level distributed DP from :mod:`dp.distributed` (clip, rotate, noise shares
+that add up to the target noise over ``t`` survivors), unweighted. ``norm_bound`` passes the
+core's contribution verification through (the CHECK stage runs like any other).
 """
 
 from __future__ import annotations
