@@ -71,3 +71,9 @@ bench-utility: venv
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .pytest_cache .ruff_cache .hypothesis
+
+# Issue 18: ours against Flower's SecAgg+ in one Flower simulation run (Ray, needs root for
+# its private network namespace), 100 and 500 clients, d = 1e5.
+.PHONY: bench-flower
+bench-flower: venv
+	$(BIN)/python bench/bench_flower.py --clients 100,500 --d 100000 --drop 0.1

@@ -202,6 +202,8 @@ def child(n: int, d: int, drop: float, workers: int, late_round: bool = True) ->
                 "completed": rnd in aggregates,
                 "error": error,
             }
+            if name == "ours" and ours.rounds:
+                rows[name]["included"] = len(ours.rounds[-1].included)
             print("ROW " + json.dumps({"n": n, "protocol": name, **rows[name]}), flush=True)
 
     class Node(NumPyClient):
