@@ -94,6 +94,7 @@ from secagg.verify_round import (
     POINT_BYTES,
     check_digest,
     claim_bytes,
+    claims_hold,
     mask_projection,
     mask_projections,
     parse_commitment,
@@ -167,8 +168,10 @@ class SecAggServer:
         # every upload is in; uploads are kept until the CHECK stage closes.
         self._check_seed = b""
         self._proj: Projection | None = None
+        # Secret weights of the batched claim check come from here too (verify_round.claims_hold).
+        self._rng: RandomSource = rng if rng is not None else SystemRandom()
         if config.verified:
-            self._check_seed = (rng if rng is not None else SystemRandom()).bytes(32)
+            self._check_seed = self._rng.bytes(32)
             self._proj = projection(config, self._check_seed)
         self._commitments: dict[int, Commitment] = {}
         self._uploads: dict[int, U32] = {}
@@ -457,31 +460,22 @@ class SecAggServer:
         proj = self._proj
         assert proj is not None
         seed = self._check_seed
-        masks_total = [0] * len(next(iter(self._y_proj.values())))
         survivors = sorted(self.u3)
-        own = mask_projections(cfg, proj, [self_keys[u] for u in survivors])
-        for u, a_u in zip(survivors, own, strict=True):
-            claims = self._claims[u]
-            if not ct_equal(claim_bytes(cfg, seed, a_u, self_keys[u]), claims.self_claim):
-                self._name(u, "its claim about its own mask is false (seen after unmasking)")
-                raise AggregateMismatch(
-                    f"client {u} lied about its own mask: its upload is not the vector it "
-                    "committed to; nothing is published",
-                    culprit=u,
-                )
-            masks_total = [t + a for t, a in zip(masks_total, a_u, strict=True)]
         pairs = sorted(dropped_keys.items())
-        shared = mask_projections(cfg, proj, [key for _, key in pairs])
-        for ((u, v), key), p_uv in zip(pairs, shared, strict=True):
-            claim = dict(self._claims[u].pair_claims)[v]
-            if not ct_equal(claim_bytes(cfg, seed, p_uv, key), claim):
-                self._name(u, f"its claim about the mask shared with dropped client {v} is false")
-                raise AggregateMismatch(
-                    f"client {u} lied about the mask it shares with {v}: nothing is published",
-                    culprit=u,
-                )
-            sign = 1 if u < v else -1
-            masks_total = [t + sign * p for t, p in zip(masks_total, p_uv, strict=True)]
+        batched = claims_hold(
+            cfg,
+            seed,
+            proj,
+            [self_keys[u] for u in survivors] + [key for _, key in pairs],
+            [self._claims[u].self_claim for u in survivors]
+            + [dict(self._claims[u].pair_claims)[v] for (u, v), _ in pairs],
+            [1] * len(survivors) + [1 if u < v else -1 for (u, v), _ in pairs],
+            self._rng,
+        )
+        # All claims hold (one combined check), or find and name the first liar one by one.
+        masks_total = (
+            batched if batched is not None else self._claims_one_by_one(survivors, pairs, self_keys)
+        )
         for u, v in self._disputes:
             have = next((w for w in (u, v) if w in rebuilt), None)
             if have is None:
@@ -503,6 +497,43 @@ class SecAggServer:
                 "the unmasked sum does not project to the checked uploads minus their masks "
                 "(an internal inconsistency): nothing is published"
             )
+
+    def _claims_one_by_one(
+        self,
+        survivors: list[int],
+        pairs: list[tuple[tuple[int, int], bytes]],
+        self_keys: Mapping[int, bytes],
+    ) -> list[int]:
+        """Recompute every claim on its own (after a failed batch): the first false one names
+        its author and aborts the round; else the masks' total projection."""
+        cfg = self.config
+        proj = self._proj
+        assert proj is not None
+        seed = self._check_seed
+        masks_total = [0] * len(next(iter(self._y_proj.values())))
+        own = mask_projections(cfg, proj, [self_keys[u] for u in survivors])
+        for u, a_u in zip(survivors, own, strict=True):
+            claims = self._claims[u]
+            if not ct_equal(claim_bytes(cfg, seed, a_u, self_keys[u]), claims.self_claim):
+                self._name(u, "its claim about its own mask is false (seen after unmasking)")
+                raise AggregateMismatch(
+                    f"client {u} lied about its own mask: its upload is not the vector it "
+                    "committed to; nothing is published",
+                    culprit=u,
+                )
+            masks_total = [t + a for t, a in zip(masks_total, a_u, strict=True)]
+        shared = mask_projections(cfg, proj, [key for _, key in pairs])
+        for ((u, v), key), p_uv in zip(pairs, shared, strict=True):
+            claim = dict(self._claims[u].pair_claims)[v]
+            if not ct_equal(claim_bytes(cfg, seed, p_uv, key), claim):
+                self._name(u, f"its claim about the mask shared with dropped client {v} is false")
+                raise AggregateMismatch(
+                    f"client {u} lied about the mask it shares with {v}: nothing is published",
+                    culprit=u,
+                )
+            sign = 1 if u < v else -1
+            masks_total = [t + sign * p for t, p in zip(masks_total, p_uv, strict=True)]
+        return masks_total
 
     def _name(self, u: int, why: str) -> None:
         self.cheaters[u] = f"named after unmasking: {why}"

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from secagg._crypto import ct_equal
 from secagg._errors import ConfigError, EncodingError, InvalidContribution, NormBoundExceeded
 from secagg.prg import prg_slice
 
@@ -60,6 +61,7 @@ __all__ = [
     "check_norm",
     "claim_bytes",
     "claim_point",
+    "claims_hold",
     "commit_input",
     "mask_projection",
     "mask_projections",
@@ -175,6 +177,70 @@ def mask_projections(
         batch = [prg_slice(k, 0, config.d) for k in keys[i : i + _PROJECT_BATCH]]
         out.extend(proj.apply(np.stack(batch) & np.uint32(config.encoding.mask)))
     return out
+
+
+_BATCH_GROUP = 1 << 15  # claims combined per projection: every combined entry stays below 2^48
+
+
+def claims_hold(
+    config: RoundConfig,
+    seed: bytes,
+    proj: Projection,
+    keys: Sequence[bytes],
+    claims: Sequence[bytes],
+    signs: Sequence[int],
+    rng: RandomSource,
+) -> list[int] | None:
+    """Check every mask claim at once; return ``sum_e signs[e] * R PRG(keys[e])`` if all hold.
+
+    Small-exponent batch verification (Bellare, Garay and Rabin, EUROCRYPT 1998): with secret
+    64-bit weights ``r_e`` from the server's own randomness, the claims hold together iff
+    ``sum r_e C_e == commit(R (sum r_e m_e), sum r_e beta_e)``, except with probability
+    ``2^-64`` (G1 has prime order, so a non-zero ``C_e - commit(R m_e, beta_e)`` cancels only
+    for one value of ``r_e``). One projection of the combined masks replaces one per claim.
+    ``None`` (some claim is false, or malformed, or not canonically encoded): the caller
+    checks them one by one, which names the liar.
+    """
+    v = _verify()
+    from secagg.verify._algebra import _msm  # the extra is present: _verify() checked
+
+    rows = proj.rows
+    total = [0] * rows
+    combined = [0] * rows
+    weights = [int.from_bytes(rng.bytes(8), "little") for _ in keys]
+    for g0 in range(0, len(keys), _BATCH_GROUP):
+        g1 = min(g0 + _BATCH_GROUP, len(keys))
+        acc = np.zeros((2, 5, config.d), dtype=np.float64)  # (mask limb, weight limb / sign, d)
+        for b0 in range(g0, g1, _PROJECT_BATCH):
+            b1 = min(b0 + _PROJECT_BATCH, g1)
+            masks = np.stack([prg_slice(k, 0, config.d) for k in keys[b0:b1]])
+            masks &= np.uint32(config.encoding.mask)
+            coef = np.array(
+                [[(weights[e] >> (16 * j)) & 0xFFFF for e in range(b0, b1)] for j in range(4)]
+                + [[signs[e] for e in range(b0, b1)]],
+                dtype=np.float64,
+            )
+            acc[0] += coef @ (masks & np.uint32(0xFFFF)).astype(np.float64)
+            acc[1] += coef @ (masks >> np.uint32(16)).astype(np.float64)
+        # Exact: every entry is a sum of at most 2^15 products below 2^32.
+        got = proj.apply(np.rint(acc.reshape(10, config.d)).astype(np.int64))
+        for j in range(rows):
+            for h in range(2):
+                part = got[5 * h : 5 * h + 5]
+                combined[j] += sum(part[w][j] << (16 * w) for w in range(4)) << (16 * h)
+                total[j] += part[4][j] << (16 * h)
+    try:
+        points = [v.point_from_bytes(c) for c in claims]
+    except v.InvalidProof:
+        return None
+    if any(v.point_bytes(p) != c for p, c in zip(points, claims, strict=True)):
+        return None  # a non-canonical encoding: the one-by-one byte comparison decides
+    blind = sum(w * _claim_blinding(config, seed, k) for w, k in zip(weights, keys, strict=True))
+    lhs = _msm(points, weights)
+    rhs = v.commit_short(combined, blind)
+    if not ct_equal(v.point_bytes(lhs), v.point_bytes(rhs)):
+        return None
+    return total
 
 
 def claim_point(config: RoundConfig, seed: bytes, projected: Sequence[int], key: bytes) -> Any:
