@@ -38,7 +38,9 @@ def test_one_false_claim_fails_the_batch() -> None:
     lie = list(proj_of[4])
     lie[7] += 1  # the smallest lie: one projected coordinate off by one
     claims[4] = claim_bytes(CFG, SEED, lie, keys[4])
-    assert claims_hold(CFG, SEED, projection(CFG, SEED), keys, claims, signs, SystemRandom()) is None
+    assert (
+        claims_hold(CFG, SEED, projection(CFG, SEED), keys, claims, signs, SystemRandom()) is None
+    )
 
 
 def test_two_lies_that_cancel_in_a_plain_sum_fail_the_batch() -> None:
@@ -50,7 +52,9 @@ def test_two_lies_that_cancel_in_a_plain_sum_fail_the_batch() -> None:
     down[0] -= 1
     claims[1] = claim_bytes(CFG, SEED, up, keys[1])
     claims[2] = claim_bytes(CFG, SEED, down, keys[2])
-    assert claims_hold(CFG, SEED, projection(CFG, SEED), keys, claims, signs, SystemRandom()) is None
+    assert (
+        claims_hold(CFG, SEED, projection(CFG, SEED), keys, claims, signs, SystemRandom()) is None
+    )
 
 
 def test_malformed_claim_bytes_fail_the_batch() -> None:
