@@ -46,7 +46,7 @@ from secagg.verify import (
 from secagg.verify._algebra import _base, _gens
 
 W = 32
-VERIFY_REPEATS = 7
+VERIFY_REPEATS = 15
 
 
 def per_client(d: int) -> dict[str, Any]:

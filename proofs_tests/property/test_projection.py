@@ -4,11 +4,14 @@ modulo 2^b on the sizes we can enumerate."""
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secagg.verify import CHECK_ROWS, Projection
+from secagg.verify import CHECK_ROWS, Projection, projection
 from secagg.verify.projection import cut_limbs
 
 
@@ -50,6 +53,48 @@ def test_apply_and_transpose_are_exact(seed: bytes, d: int, big: bool, data: st.
     for m in (got, cut):
         back = [sum(int(m[i, k]) << (16 * k) for k in range(m.shape[1])) for i in range(d + pad)]
         assert back == [int(w) for w in want] + [0] * pad
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.binary(min_size=16, max_size=32),
+    d=st.integers(1, 300),
+    extra_rows=st.integers(0, 3),
+    data=st.data(),
+)
+def test_transpose_grid_is_the_transpose_reordered(
+    seed: bytes, d: int, extra_rows: int, data: st.DataObject
+) -> None:
+    """The verifier's grid layout holds exactly the padded transpose, row ``k * b + i`` at
+    ``[i, k]``, with and without the cached window matrix (it is skipped when too large)."""
+    b = data.draw(st.integers(1, d + 5))
+    a = -(-d // b) + extra_rows
+    limbs = np.array(
+        data.draw(
+            st.lists(st.integers(0, 0xFFFF), min_size=8 * CHECK_ROWS, max_size=8 * CHECK_ROWS)
+        ),
+        dtype=np.int64,
+    ).reshape(CHECK_ROWS, 8)
+    p = Projection(seed, d)
+    want = p.transpose(limbs, a * b)
+    grid = p.transpose_grid(limbs, a, b)
+    assert grid.shape == (b, a, 8)
+    assert np.array_equal(grid.transpose(1, 0, 2).reshape(a * b, 8).astype(np.int64), want)
+    with mock.patch.object(projection, "_WINDOW_CACHE_MAX", 0):  # the uncached path
+        uncached = Projection(seed, d).transpose_grid(limbs, a, b)
+    assert np.array_equal(uncached, grid)
+
+
+def test_transpose_grid_refuses_bad_shapes() -> None:
+    p = Projection(bytes(16), 10)
+    ok = np.zeros((CHECK_ROWS, 8), dtype=np.int64)
+    for a, b in ((1, 9), (0, 10), (3, 0)):
+        with pytest.raises(ValueError):
+            p.transpose_grid(ok, a, b)
+    with pytest.raises(ValueError):
+        p.transpose_grid(ok - 1, 2, 5)
+    with pytest.raises(ValueError):
+        p.transpose_grid(ok[:3], 2, 5)
 
 
 @settings(max_examples=60, deadline=None)

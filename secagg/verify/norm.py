@@ -88,6 +88,8 @@ from secagg.verify._algebra import (
 )
 from secagg.verify.projection import CHECK_ROWS, cut_limbs, projection_for
 
+F64 = npt.NDArray[np.float64]
+
 __all__ = [
     "CHECK_ROWS",
     "FIELD_ORDER",
@@ -492,18 +494,20 @@ def _w_blocks(seed: bytes, count: int, b: int, zeta: I64) -> list[I64]:
 _RAW_WC_MAX_ROW = 1 << 14
 
 
-def _wc_matrix(check: CheckStatement, d: int, a: int, b: int, zeta_c: I64) -> I64:
-    """``R^T zeta_c`` (the consistency relation's coefficients on ``x``) as an ``a x b x L``
-    limb array: row ``k`` of the commitment is ``[k]``."""
-    padded = projection_for(check.seed, d).transpose(zeta_c, a * b)  # limbs below 2^22
+def _wc_grid(check: CheckStatement, d: int, a: int, b: int, zeta_c: I64) -> F64:
+    """``R^T zeta_c`` (the consistency relation's coefficients on ``x``) as a ``b x a x L``
+    float64 array of exact limbs: ``[:, k]`` is row ``k`` of the commitment, ``[k]``."""
+    grid = projection_for(check.seed, d).transpose_grid(zeta_c, a, b)  # limbs below 2^22
     if b > _RAW_WC_MAX_ROW:  # keep every Gram entry below 2^52: 2^16 * 2^17 * b
-        padded = cut_limbs(padded)
-    return padded.reshape(a, b, padded.shape[1])
+        flat = cut_limbs(grid.reshape(a * b, -1).astype(np.int64))
+        return flat.reshape(b, a, flat.shape[1]).astype(np.float64)
+    return grid.astype(np.float64)
 
 
 def _wc_blocks(check: CheckStatement, d: int, a: int, b: int, zeta_c: I64) -> list[I64]:
-    """:func:`_wc_matrix` cut into rows (the prover's table entries ``wc{k}``)."""
-    return list(_wc_matrix(check, d, a, b, zeta_c))
+    """:func:`_wc_grid` cut into rows (the prover's table entries ``wc{k}``)."""
+    grid = _wc_grid(check, d, a, b, zeta_c).astype(np.int64)
+    return [np.ascontiguousarray(grid[:, k, :]) for k in range(a)]
 
 
 def _is_wc(name: str) -> bool:
@@ -532,26 +536,29 @@ def _wc_terms(
     return [fold.get(k, 0) for k in range(rows)], [const.get(k, 0) for k in range(rows)]
 
 
-def _wc_contributions(wc: I64, theta: I64, fold: Sequence[int], const: Sequence[int]) -> tuple[
-    npt.NDArray[np.float64], int
+def _wc_contributions(wc: F64, theta: I64, fold: Sequence[int], const: Sequence[int]) -> tuple[
+    F64, int
 ]:  # fmt: skip
     """The verifier's use of ``R^T zeta_c`` without stacking it beside the other blocks:
     ``sum_k fold[k] wc{k}`` (as ``b x 16`` field limbs, added to ``r(e)``'s public part) and
-    ``sum_k const[k] <theta, wc{k}>`` (added to the constant term). Both are sums of small
-    matrix products per row, exact in float64: limbs below 2^22 against 16-bit limbs, summed
-    over at most 33 rows of 9 limbs (fold: < 2^47) or over one row (Gram: < 2^52)."""
-    a, _, width = wc.shape
-    w = wc.astype(np.float64)
+    ``sum_k const[k] <theta, wc{k}>`` (added to the constant term), from the ``b x a x L``
+    grid of :func:`_wc_grid`. Each is one matrix product, exact in float64: limbs below 2^22
+    against 16-bit limbs, summed over at most 33 rows of 9 limbs (fold: < 2^47) or over one
+    row (Gram: < 2^52)."""
+    b, a, width = wc.shape
+    w2 = wc.reshape(b, a * width)  # a view: row i holds every commitment row's entry i
     coefs = _field_limbs([fold[k] << (_LIMB * j) for k in range(a) for j in range(width)])
-    acc = np.einsum("kil,klj->ij", w, coefs.reshape(a, width, 16).astype(np.float64), optimize=True)
-    grams = np.rint(np.matmul(theta.T.astype(np.float64)[None, :, :], w)).astype(np.int64)
+    acc = w2 @ coefs.astype(np.float64)
+    grams = np.rint(theta.T.astype(np.float64) @ w2).astype(np.int64)
+    g = grams.reshape(theta.shape[1], a, width)
+    # <theta, wc{k}> = sum_{i, l} g[i, k, l] 2^(16 (i + l)): gather each power's entries.
+    spans = np.zeros((a, theta.shape[1] + width - 1), dtype=np.int64)
+    for i in range(theta.shape[1]):
+        spans[:, i : i + width] += g[i]  # below 8 * 2^52 < 2^63
     total = 0
     for k in range(a):
         if const[k]:
-            g = grams[k]
-            ip = sum(
-                int(g[i, j]) << (_LIMB * (i + j)) for i in range(g.shape[0]) for j in range(width)
-            )
+            ip = sum(int(v) << (_LIMB * s) for s, v in enumerate(spans[k].tolist()) if v)
             total += const[k] * ip
     return acc, total % P
 
@@ -1127,7 +1134,7 @@ def verify_norm(
     if check is not None:  # the consistency relation's coefficients R^T zeta_c
         assert ch.zeta_c is not None
         fold_c, const_c = _wc_terms(g_terms, h_terms, e)
-        wc = _wc_matrix(check, d, a, b, ch.zeta_c)
+        wc = _wc_grid(check, d, a, b, ch.zeta_c)
         add_h, add_t0 = _wc_contributions(wc, ch.theta, fold_c, const_c)
         t0 = (t0 + add_t0) % P
     pub_h = stack_h.fold(_term_coefs(h_rest, e, "public"), add_h)

@@ -44,7 +44,7 @@ _WINDOW_CACHE_MAX = 1 << 27  # bytes of float32 windows kept per projection (d <
 class Projection:
     """The ``J x d`` binary Toeplitz matrix of one seed (public, deterministic)."""
 
-    __slots__ = ("_lock", "_t", "_t32", "_win32", "d", "digest", "rows")
+    __slots__ = ("_grid32", "_lock", "_t", "_t32", "_win32", "d", "digest", "rows")
 
     def __init__(self, seed: bytes, d: int, rows: int = CHECK_ROWS) -> None:
         if not 16 <= len(seed) <= 64:
@@ -61,6 +61,7 @@ class Projection:
         self._t = np.unpackbits(raw, bitorder="little")[:nbits].astype(np.float64)
         self._t32 = self._t.astype(np.float32)
         self._win32: npt.NDArray[np.float32] | None = None
+        self._grid32: tuple[int, int, npt.NDArray[np.float32]] | None = None
         self._lock = threading.Lock()
 
     def _windows(self, lo: int, hi: int, dtype: type = np.float64) -> npt.NDArray[Any]:
@@ -141,6 +142,38 @@ class Projection:
                 hi = min(lo + _CHUNK, self.d)
                 np.matmul(self._windows(lo, hi, np.float32), c, out=wide[lo:hi])
         return wide.astype(np.int64)  # exact integers: no rounding needed
+
+    def transpose_grid(self, coefs: I64, a: int, b: int) -> npt.NDArray[np.float32]:
+        """:meth:`transpose` padded to ``a * b`` rows and laid out as a ``b x a x L`` array:
+        entry ``[i, k]`` is row ``k * b + i`` of ``R^T c`` (exact integers below ``2^22``
+        held in float32). A verifier folds the ``a`` rows of a commitment with per-row
+        weights; in this layout that fold is one matrix product with no copy, and the
+        matching window matrix is built once per projection.
+        """
+        if a < 1 or b < 1 or a * b < self.d:
+            raise ValueError("a grid holds at least d rows")
+        if coefs.shape[0] != self.rows or coefs.ndim != 2:
+            raise ValueError(f"transpose needs {self.rows} limb rows")
+        if np.any(coefs < 0) or np.any(coefs > 0xFFFF):
+            raise ValueError("transpose takes 16-bit limbs")
+        win = self._grid_matrix(a, b)
+        c = coefs.astype(np.float32)
+        if win is None:  # too large to keep: the plain transpose, reordered once
+            flat = self.transpose(coefs, a * b).astype(np.float32)
+            return np.ascontiguousarray(flat.reshape(a, b, -1).transpose(1, 0, 2))
+        return (win @ c).reshape(b, a, coefs.shape[1])  # float32 exact: entries < 2^22
+
+    def _grid_matrix(self, a: int, b: int) -> npt.NDArray[np.float32] | None:
+        """The window matrix with rows ordered ``(i, k) -> k * b + i`` (zero past ``d``)."""
+        if a * b * self.rows * 4 > _WINDOW_CACHE_MAX:
+            return None
+        with self._lock:
+            if self._grid32 is None or self._grid32[:2] != (a, b):
+                full = np.zeros((a * b, self.rows), dtype=np.float32)
+                full[: self.d] = self._windows(0, self.d, np.float32)
+                grid = full.reshape(a, b, self.rows).transpose(1, 0, 2)
+                self._grid32 = (a, b, np.ascontiguousarray(grid).reshape(a * b, self.rows))
+            return self._grid32[2]
 
 
 def cut_limbs(sums: I64) -> I64:
