@@ -40,10 +40,12 @@ import numpy as np
 import numpy.typing as npt
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.app.message_type import MessageType
+from flwr.clientapp import ClientApp
 from flwr.common import Code, FitIns, FitRes, Status
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.compat.legacy_context import LegacyContext
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
+from flwr.serverapp import ServerApp
 from flwr.serverapp.grid import Grid
 from google.protobuf.message import DecodeError
 
@@ -73,7 +75,7 @@ from secagg import (
 )
 from secagg.messages import ClientMessage, ServerMessage
 
-__all__ = ["FlowerRound", "SecAggWorkflow"]
+__all__ = ["FlowerRound", "SecAggWorkflow", "run_on_ray"]
 
 log = logging.getLogger("secagg.aggregator.flower")
 F64 = npt.NDArray[np.float64]
@@ -398,3 +400,28 @@ class SecAggWorkflow:
                 node_of[msg.sender], member_of[nid] = nid, msg.sender
             answered.append(msg.sender)
         report.answered[stage.name] = sorted(answered)
+
+
+def run_on_ray(
+    server_app: ServerApp,
+    client_app: ClientApp,
+    num_supernodes: int,
+    workers: int = 2,
+    object_store_bytes: int = 200 << 20,
+) -> None:
+    """Flower's simulation engine on its Ray backend: ``workers`` actors of one CPU each and
+    no GPU, so a node's messages may run on any worker (our client state travels in
+    ``context.state``, which is what makes that safe). Ray binds the machine's address: run
+    it where only loopback is reachable unless the cluster is meant to be on the network."""
+    from flwr.simulation import run_simulation
+
+    run_simulation(
+        server_app,
+        client_app,
+        num_supernodes=num_supernodes,
+        backend_name="ray",
+        backend_config={
+            "init_args": {"num_cpus": workers, "object_store_memory": object_store_bytes},
+            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+        },
+    )

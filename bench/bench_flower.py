@@ -127,8 +127,9 @@ class OnlyWith:
         return call_next(msg, ctxt)
 
 
-def child(n: int, d: int, drop: float, workers: int, late_round: bool = True) -> dict[str, Any]:
-    """One simulation: a warm-up round, ours, then Flower's; returns both rows."""
+def child(n: int, d: int, drop: float, workers: int, flower_rounds: int = 2) -> dict[str, Any]:
+    """One simulation: a warm-up round, ours, then ``flower_rounds`` of Flower's (both
+    dropouts, then the late ones only); returns the rows."""
     from flwr.app import Context
     from flwr.client import ClientApp, NumPyClient
     from flwr.client.mod import secaggplus_mod
@@ -137,10 +138,9 @@ def child(n: int, d: int, drop: float, workers: int, late_round: bool = True) ->
     from flwr.server.strategy import FedAvg
     from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
     from flwr.server.workflow.default_workflows import default_fit_workflow
-    from flwr.simulation import run_simulation
 
     from aggregator.consortium import init_consortium
-    from aggregator.flower import SecAggWorkflow
+    from aggregator.flower import SecAggWorkflow, run_on_ray
     from aggregator.parameters import resolve
     from client.flower import SecAggMod
     from protos.consortium import load_consortium
@@ -238,7 +238,7 @@ def child(n: int, d: int, drop: float, workers: int, late_round: bool = True) ->
         )
         legacy = LegacyContext(
             context=context,
-            config=ServerConfig(num_rounds=4 if late_round else 3),
+            config=ServerConfig(num_rounds=2 + flower_rounds),
             strategy=strategy,
         )
         DefaultWorkflow(fit_workflow=BothInOneRun())(grid, legacy)
@@ -247,16 +247,7 @@ def child(n: int, d: int, drop: float, workers: int, late_round: bool = True) ->
                 pid_of[nid] = member - 1
 
     t0 = time.perf_counter()
-    run_simulation(
-        server_app,
-        client_app,
-        num_supernodes=n,
-        backend_name="ray",
-        backend_config={
-            "init_args": {"num_cpus": workers, "object_store_memory": 1 << 30},
-            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-        },
-    )
+    run_on_ray(server_app, client_app, n, workers=workers, object_store_bytes=1 << 30)
     total_s = time.perf_counter() - t0
     # Largest error of each aggregate against the plain weighted mean of the clients in it
     # (a node's partition is known from our round's member mapping: member = partition + 1).
@@ -285,6 +276,95 @@ def child(n: int, d: int, drop: float, workers: int, late_round: bool = True) ->
     }
 
 
+def _median_s(fn: Any, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def flower_floor(n: int, d: int, k: int, t: int, late: int, workers: int) -> dict[str, Any]:
+    """A lower bound on one round of Flower's SecAgg+ with ``late`` clients dropping after
+    their masked upload (the case it completes), from Flower's own functions timed here.
+
+    Per client: two ``create_shares(secret, t, k + 1)`` (mask seed and key), ``k`` ECDH key
+    agreements and share encryptions (``share_keys``), ``k`` decryptions and ECDH agreements for
+    the pairwise masks, ``k + 1`` masks from ``pseudo_rand_gen`` added in. Server (``unmask``):
+    one ``combine_shares`` per sampled client from the ``k + 1 - late`` shares the survivors
+    return; ``n - late`` self masks; ``k`` ECDH agreements and masks per dropped client. Counts
+    follow ``secaggplus_mod`` / ``secaggplus_workflow`` of flwr 1.42; per-call times are
+    medians over a few calls and multiplied by the counts. Left out: messaging, (de)serialising,
+    Ray, quantisation, the Shamir split of the encryption key and every bookkeeping loop; the
+    clients' work is divided evenly over ``workers`` and never overlaps the server's (unmasking
+    starts when the last upload is in). So the real round is slower than this.
+    """
+    from flwr.common.secure_aggregation.crypto.shamir import combine_shares, create_shares
+    from flwr.common.secure_aggregation.crypto.symmetric_encryption import (
+        decrypt,
+        encrypt,
+        generate_shared_key,
+    )
+    from flwr.common.secure_aggregation.ndarrays_arithmetic import parameters_addition
+    from flwr.common.secure_aggregation.secaggplus_utils import (
+        pseudo_rand_gen,
+        share_keys_plaintext_concat,
+        share_keys_plaintext_separate,
+    )
+    from flwr.supercore.primitives.asymmetric import generate_key_pairs
+
+    mod_range = 1 << 32
+    shape: list[tuple[int, ...]] = [(d,)]
+    num = k + 1
+    sk1, pk1 = generate_key_pairs()
+    sk2, pk2 = generate_key_pairs()
+    secret = os.urandom(32)
+    reps = 3
+    split_s = _median_s(lambda: create_shares(secret, t, num), reps)
+    shares = create_shares(secret, t, num)
+    key = generate_shared_key(sk2, pk2)
+    plain = share_keys_plaintext_concat(1, 2, shares[0], shares[1])
+    ecdh_s = _median_s(lambda: generate_shared_key(sk1, pk1), 20)
+    enc_s = _median_s(lambda: encrypt(key, plain), 20)
+    ct = encrypt(key, plain)
+    dec_s = _median_s(lambda: share_keys_plaintext_separate(decrypt(key, ct)), 20)
+    acc = pseudo_rand_gen(secret, mod_range, shape)
+    mask_s = _median_s(
+        lambda: parameters_addition(acc, pseudo_rand_gen(os.urandom(32), mod_range, shape)), 5
+    )
+    survivors = n - late
+    returned = shares[: num - late]  # a client's shares held by the clients still there
+    combine_s = _median_s(lambda: combine_shares(returned), reps)
+    client_s = 2 * split_s + k * (ecdh_s + enc_s) + k * (dec_s + ecdh_s) + num * mask_s
+    server_s = n * combine_s + survivors * mask_s + late * k * (ecdh_s + mask_s)
+    return {
+        "n": n,
+        "d": d,
+        "k": k,
+        "t": t,
+        "dropped_after_masking": late,
+        "workers": workers,
+        "per_call_s": {
+            "create_shares": split_s,
+            "ecdh": ecdh_s,
+            "encrypt_share": enc_s,
+            "decrypt_share": dec_s,
+            "mask_d": mask_s,
+            "combine_shares": combine_s,
+        },
+        "client_s": client_s,
+        "server_s": server_s,
+        "round_floor_s": n * client_s / workers + server_s,
+    }
+
+
+def _flower_rounds(args: argparse.Namespace) -> int:
+    if args.floor is not None:
+        return 0  # ours only: Flower's side is the floor from its own functions
+    return 1 if args.no_late_round else 2
+
+
 def _run_child(n: int, args: argparse.Namespace) -> dict[str, Any]:
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", RAY_USAGE_STATS_ENABLED="0")
@@ -300,7 +380,8 @@ def _run_child(n: int, args: argparse.Namespace) -> dict[str, Any]:
         str(args.drop),
         "--workers",
         str(args.workers),
-        *(["--no-late-round"] if args.no_late_round else []),
+        "--flower-rounds",
+        str(_flower_rounds(args)),
     ]
     proc = subprocess.run(
         ["unshare", "--net", "sh", "-c", script, *argv],
@@ -344,6 +425,34 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def _print_floor(args: argparse.Namespace) -> int:
+    """Our round at ``--floor`` clients in Flower's simulation (as :func:`child`, without
+    Flower's rounds), then Flower's lower bound with the same (k, t) and late dropouts, in one
+    invocation; writes both to ``--out``."""
+    n = args.floor
+    measured = _run_child(n, args)  # our round in Flower's simulation, same invocation
+    ours = measured["rows"]["ours"]
+    k, t = measured["k"], measured["t"]
+    floor = flower_floor(n, args.d, k, t, measured["dropped_after_masking"], args.workers)
+    floor["ours"] = {**ours, "k": measured["k"], "t": measured["t"]}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"ours_simulation": measured, "flower_floor": floor}, indent=1))
+    print(json.dumps(floor, indent=1))
+    per = floor["per_call_s"]
+    print(
+        "| clients | k, t | Flower per client (s) | Flower server (s) | Flower round, lower "
+        "bound (s) | ours, measured round (s) | ratio |\n|---:|---|---:|---:|---:|---:|---:|"
+    )
+    ratio = f"{floor['round_floor_s'] / ours['round_s']:.1f}x"
+    wall = f"{ours['round_s']:.1f} ({'completed' if ours['completed'] else 'NOT completed'})"
+    print(
+        f"| {n} | {k}, {t} | {floor['client_s']:.1f} | {floor['server_s']:.0f} | "
+        f"{floor['round_floor_s']:.0f} | {wall} | {ratio} |"
+    )
+    print("per call (s): " + ", ".join(f"{name} {v:.4f}" for name, v in per.items()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", default="100,500", help="cohort sizes, comma-separated")
@@ -357,10 +466,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip round 4 (Flower's SecAgg+ with the late dropouts only)",
     )
+    ap.add_argument(
+        "--floor",
+        type=int,
+        metavar="N",
+        help="our round at N clients in the simulation, then the lower bound on Flower's "
+        "from its own functions (flower_floor) instead of its simulated round",
+    )
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--flower-rounds", type=int, default=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.floor is not None:
+        return _print_floor(args)
     if args.child is not None:
-        res = child(args.child, args.d, args.drop, args.workers, not args.no_late_round)
+        res = child(args.child, args.d, args.drop, args.workers, args.flower_rounds)
         print("RESULT " + json.dumps(res), flush=True)
         return 0
     if not 0 < args.drop < 0.5 or math.isnan(args.drop):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from proofs_tests.netns import in_netns, netns_env
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPES: tuple[tuple[int, ...], ...] = ((3, 4), (5,))
@@ -31,12 +32,6 @@ LEVEL_BITS = 22
 
 def flower_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("flwr", "ray"))
-
-
-def netns_available() -> bool:
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        return False
-    return subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode == 0
 
 
 def exact_clip(n: int) -> float:
@@ -82,17 +77,15 @@ def expected_sum(included: list[int]) -> tuple[npt.NDArray[np.float64], float]:
 def run_in_netns(module: str, *args: str, timeout: float = 300) -> dict[str, Any]:
     """Run ``python -m module args`` in a private network namespace (loopback only, Ray's
     usage stats off); return the JSON object it printed last on a line starting 'RESULT '."""
-    env = dict(os.environ)
-    env.update(
+    env = netns_env(
+        dict(os.environ),
         OMP_NUM_THREADS="1",
         MKL_NUM_THREADS="1",
-        RAY_USAGE_STATS_ENABLED="0",
         PYTHONUNBUFFERED="1",
         SECAGG_FLOWER_NETNS="1",
     )
-    script = 'ip link set lo up && exec "$0" -m "$@"'
     run = subprocess.run(
-        ["unshare", "--net", "sh", "-c", script, sys.executable, module, *args],
+        in_netns([sys.executable, "-m", module, *args]),
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -192,18 +185,9 @@ def build_apps(
 
 def simulate(server_app: Any, client_app: Any, n: int, workers: int = 2) -> None:
     """Flower's simulation engine on the Ray backend, ``workers`` actors of one CPU each."""
-    from flwr.simulation import run_simulation
+    from aggregator.flower import run_on_ray
 
-    run_simulation(
-        server_app,
-        client_app,
-        num_supernodes=n,
-        backend_name="ray",
-        backend_config={
-            "init_args": {"num_cpus": workers, "object_store_memory": 200 << 20},
-            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-        },
-    )
+    run_on_ray(server_app, client_app, n, workers=workers)
 
 
 def worker_trace(trace: Path) -> dict[int, set[int]]:

@@ -13,7 +13,8 @@ import pytest
 
 from proofs_tests.adversarial.flower_attacks import ABSENT, ATTACKS, N, T, tamper
 from proofs_tests.adversarial.harness import make_cohort
-from proofs_tests.flower_sim import flower_available, netns_available, run_in_netns
+from proofs_tests.flower_sim import flower_available, run_in_netns
+from proofs_tests.netns import require_netns
 from secagg import ClientState, ProtocolAbort, RoundConfig, Stage
 
 _STAGE = {"unregistered-key": Stage.SHARE_KEYS, "forged-signature": Stage.SHARE_KEYS}
@@ -38,8 +39,7 @@ def _direct_refusals(kind: str) -> dict[str, str]:
 def test_flower_grid_injected_server_messages_are_refused_as_in_secagg() -> None:
     if not flower_available():
         pytest.skip("Flower is not installed (the 'flower' extra)")
-    if not netns_available():
-        pytest.skip("cannot create a network namespace here (unshare --net needs root)")
+    require_netns()
     r = run_in_netns("proofs_tests.adversarial.flower_attacks", timeout=280)
     rounds = {x["round"]: x for x in r["rounds"]}
     assert sorted(rounds) == [1, 2, 3, 4], r["_log"][-4000:]

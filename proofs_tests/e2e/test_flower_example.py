@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from proofs_tests.flower_sim import REPO, flower_available, netns_available
+from proofs_tests.flower_sim import REPO, flower_available
+from proofs_tests.netns import in_netns, netns_env, require_netns
 
 BIN = Path(sys.executable).parent
 
@@ -23,41 +24,28 @@ BIN = Path(sys.executable).parent
 def test_example_app_runs_with_flwr_run(tmp_path: Path) -> None:
     if not flower_available() or not (BIN / "flwr").exists():
         pytest.skip("Flower is not installed (the 'flower' extra)")
-    if not netns_available():
-        pytest.skip("cannot create a network namespace here (unshare --net needs root)")
+    require_netns()
     consortium = tmp_path / "consortium"
     subprocess.run(
         [str(BIN / "secagg-aggregator"), "init-consortium", "--members", "4", "--out", consortium],
         check=True,
         capture_output=True,
     )
-    env = dict(os.environ)
-    env.update(
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+    env = netns_env(
+        dict(os.environ),
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         FLWR_HOME=str(tmp_path / "flwr-home"),
         FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
-        RAY_USAGE_STATS_ENABLED="0",
         OMP_NUM_THREADS="1",
     )
     run_config = f'num-server-rounds=1 min-clients=4 secagg-consortium="{consortium}"'
     federation = "num-supernodes=4 client-resources-num-cpus=1 init-args-num-cpus=2"
-    script = (
-        "ip link set lo up && exec flwr run examples/flower --stream "
-        '--run-config "$0" --federation-config "$1"'
-    )
+    flwr_run = ["flwr", "run", "examples/flower", "--stream"]
     proc = subprocess.run(
-        [
-            "unshare",
-            "--net",
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            "sh",
-            "-c",
-            script,
-            run_config,
-            federation,
-        ],
+        in_netns(
+            [*flwr_run, "--run-config", run_config, "--federation-config", federation],
+            own_pids=True,
+        ),
         cwd=REPO,
         env=env,
         capture_output=True,

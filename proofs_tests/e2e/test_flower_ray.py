@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from proofs_tests.flower_sim import flower_available, netns_available, run_in_netns
+from proofs_tests.flower_sim import flower_available, run_in_netns
+from proofs_tests.netns import require_netns
 
 
 @pytest.mark.slow
@@ -18,8 +19,7 @@ from proofs_tests.flower_sim import flower_available, netns_available, run_in_ne
 def test_flower_ray_100_clients_dropping_at_every_stage() -> None:
     if not flower_available():
         pytest.skip("Flower is not installed (the 'flower' extra)")
-    if not netns_available():
-        pytest.skip("cannot create a network namespace here (unshare --net needs root)")
+    require_netns()
     r = run_in_netns("proofs_tests.e2e.flower_cases", timeout=280)
     log = r["_log"][-4000:]
     assert r["completed"], (r["reason"], log)

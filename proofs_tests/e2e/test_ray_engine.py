@@ -5,20 +5,13 @@ Ray (the ``ray`` extra) is not installed or namespaces are not available (not ro
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 from proofs_tests.e2e.cluster import REPO, child_env
-
-
-def _netns_available() -> bool:
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        return False
-    probe = subprocess.run(["unshare", "--net", "true"], capture_output=True)
-    return probe.returncode == 0
+from proofs_tests.netns import in_netns, netns_env, require_netns
 
 
 @pytest.mark.slow
@@ -26,13 +19,11 @@ def _netns_available() -> bool:
 def test_ray_engine_on_a_local_cluster() -> None:
     if importlib.util.find_spec("ray") is None:
         pytest.skip("Ray is not installed (the 'ray' extra)")
-    if not _netns_available():
-        pytest.skip("cannot create a network namespace here (unshare --net needs root)")
-    env = child_env()
-    env.update(RAY_USAGE_STATS_ENABLED="0", SECAGG_RAY_NETNS="1")
-    script = 'ip link set lo up && exec "$0" -m pytest -q -p no:cacheprovider "$1"'
+    require_netns()
+    env = netns_env(child_env(), SECAGG_RAY_NETNS="1")
+    cases = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     run = subprocess.run(
-        ["unshare", "--net", "sh", "-c", script, sys.executable, "proofs_tests/e2e/ray_cases.py"],
+        in_netns([*cases, "proofs_tests/e2e/ray_cases.py"]),
         cwd=REPO,
         env=env,
         capture_output=True,
