@@ -9,8 +9,9 @@ A node that does not answer within ``timeout``, answers with an error, or sends 
 state machine refuses is a dropout of that stage; the round goes on while the threshold
 allows, at every stage (SecAgg+'s double masking: a client that dropped after sharing its keys
 has its masks removed with its neighbours' shares). Flower node ids are mapped to the
-registry's member ids by the member's signed key advertisement; a node that later speaks for
-another member is ignored.
+registry's member ids by the member's signed key advertisement; an advertisement whose
+signature does not verify is ignored (it proves nothing about the member it names, so it cannot
+get that member excluded), and a node that later speaks for another member is ignored.
 
 Who the members are is the registry the consortium's administrator signed (docs/consortium.md),
 read from the aggregator's folder and relayed to every client, which checks the signature
@@ -73,7 +74,7 @@ from secagg import (
     SecAggServer,
     Stage,
 )
-from secagg.messages import ClientMessage, ServerMessage
+from secagg.messages import AdvertiseKeys, ClientMessage, ServerMessage
 
 __all__ = ["FlowerRound", "SecAggWorkflow", "run_on_ray"]
 
@@ -384,6 +385,13 @@ class SecAggWorkflow:
             if stage is Stage.ADVERTISE_KEYS:
                 if msg.sender in node_of or nid in member_of:
                     log.info("node %d: a second claim to member %d: ignored", nid, msg.sender)
+                    continue
+                if not isinstance(msg, AdvertiseKeys) or not server.advert_is_signed(msg):
+                    # Any node can name any member here: an unsigned claim must not get the
+                    # member it names excluded (the member's own advertisement still counts).
+                    log.info(
+                        "node %d: advertisement not signed by member %d: ignored", nid, msg.sender
+                    )
                     continue
             elif member_of.get(nid) != msg.sender:
                 log.info("node %d speaks for member %d: ignored", nid, msg.sender)

@@ -63,6 +63,7 @@ from secagg._errors import (
     InvalidContribution,
     InvalidMessage,
     InvalidShare,
+    InvalidSignature,
     ProtocolAbort,
     UnexpectedMessage,
 )
@@ -234,6 +235,28 @@ class SecAggServer:
             raise self._reject(sender, exc) from None
         except (ValueError, TypeError, AttributeError) as exc:
             raise self._reject(sender, InvalidMessage(f"malformed message: {exc}")) from None
+
+    def advert_is_signed(self, message: AdvertiseKeys) -> bool:
+        """Whether ``message`` carries a valid signature of the registered member it names
+        (no state changes). Where the transport does not authenticate members (Flower's Grid
+        relays any node's reply), a caller drops an advertisement that fails this instead of
+        handing it to :meth:`receive`, which would exclude the named member for the round on
+        the word of whoever sent it."""
+        key = self._registry.get(message.sender)
+        if key is None:
+            return False
+        try:
+            ed25519_verify(
+                key,
+                message.signature,
+                LABEL_ADVERTISE,
+                self.config.digest,
+                message.signed_payload(),
+                who=message.sender,
+            )
+        except InvalidSignature:
+            return False
+        return True
 
     def _reject(self, sender: int, exc: ProtocolAbort) -> ProtocolAbort:
         exc.party, exc.culprit = 0, sender
