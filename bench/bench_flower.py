@@ -204,6 +204,7 @@ def child(n: int, d: int, drop: float, workers: int, flower_rounds: int = 2) -> 
             }
             if name == "ours" and ours.rounds:
                 rows[name]["included"] = len(ours.rounds[-1].included)
+                rows[name]["reason"] = ours.rounds[-1].reason
             print("ROW " + json.dumps({"n": n, "protocol": name, **rows[name]}), flush=True)
 
     class Node(NumPyClient):

@@ -1,6 +1,8 @@
 """Two 100-client rounds of our secure aggregation inside Flower's simulation engine on the
 Ray backend (two workers), with clients dropping out at every stage: round 1 FedAvg (exact),
-round 2 DP-FedAvg under distributed DP (the noisy sum within its noise of the plain one).
+round 2 DP-FedAvg under distributed DP (the noisy sum within its noise of the plain one),
+round 3 FedAvg with contribution verification (``norm_bound``: every client proves its norm
+and its upload's consistency in the CHECK stage over Flower's messages; exact again).
 
 Not collected on its own: ``test_flower_ray.py`` runs it as ``python -m`` inside a private
 network namespace and checks the JSON line it prints (``RESULT {...}``).
@@ -29,6 +31,23 @@ from proofs_tests.flower_sim import (
 )
 
 STAGES = ("ADVERTISE_KEYS", "SHARE_KEYS", "MASKED_INPUT", "CONSISTENCY", "UNMASK")
+NORM_BOUND = (1 << 64) - 1  # the largest bound: every honest encoded update is under it
+
+
+def _verified(workflow: object, weighted: np.ndarray, total: float) -> dict[str, object]:
+    """What round 3 (contribution verification on) did."""
+    rnd = workflow.rounds[-1]  # type: ignore[attr-defined]
+    return {
+        "completed": rnd.completed,
+        "reason": rnd.reason,
+        "norm_bound": None if rnd.config is None else rnd.config.norm_bound,
+        "included": list(rnd.included),
+        "answered": rnd.answered,
+        "refusals": {str(k): v for k, v in rnd.refusals.items()},
+        "weighted_equal": rnd.weighted_sum is not None
+        and bool(np.array_equal(rnd.weighted_sum, weighted)),
+        "weight_total_equal": rnd.weight_total == total,
+    }
 
 
 def want_included_of(n: int, plan: dict[int, str]) -> list[int]:
@@ -64,15 +83,25 @@ def main(n: int = 100, per_stage: int = 4) -> None:
     dp_workflow = SecAggWorkflow(
         bundle, 60, 41, dp=DistributedDP(l2_clip=0.05, noise_multiplier=1.0), timeout=120
     )
+    verified_workflow = SecAggWorkflow(
+        bundle,
+        num_shares=60,
+        reconstruction_threshold=41,
+        max_weight=MAX_WEIGHT,
+        clipping_range=exact_clip(n),
+        level_bits=LEVEL_BITS,
+        norm_bound=NORM_BOUND,
+        timeout=120,
+    )
     start: dict[int, np.ndarray] = {}
 
     def by_round(grid: object, context: object) -> None:
         rnd = int(context.state.config_records["config"]["current_round"])  # type: ignore[attr-defined]
         records = context.state.array_records["parameters"]  # type: ignore[attr-defined]
         start[rnd] = np.concatenate([a.numpy().ravel() for a in records.values()])
-        (workflow if rnd == 1 else dp_workflow)(grid, context)  # type: ignore[arg-type]
+        (workflow, dp_workflow, verified_workflow)[rnd - 1](grid, context)  # type: ignore[arg-type]
 
-    server_app, client_app, out = build_apps(bundle, n, plan, tmp / "trace", by_round, rounds=2)
+    server_app, client_app, out = build_apps(bundle, n, plan, tmp / "trace", by_round, rounds=3)
     t0 = time.perf_counter()
     simulate(server_app, client_app, n, workers=2)
     wall = time.perf_counter() - t0
@@ -114,11 +143,15 @@ def main(n: int = 100, per_stage: int = 4) -> None:
         if dp_rnd.weighted_sum is None
         else float(np.max(np.abs(dp_rnd.weighted_sum - plain))),
         "dp_global_close": dp_rnd.mean is not None
-        and bool(
-            np.allclose(np.concatenate([a.ravel() for a in out["params"]]), dp_rnd.mean, atol=1e-6)
-        ),
+        and bool(np.allclose(start[3], dp_rnd.mean, atol=1e-6)),  # round 3 started from it
         "dp_exact": dp_rnd.weighted_sum is not None
         and bool(np.array_equal(dp_rnd.weighted_sum, plain)),
+        "verified": _verified(verified_workflow, weighted, total),
+        "verified_global_close": bool(
+            np.allclose(
+                np.concatenate([a.ravel() for a in out["params"]]), weighted / total, atol=1e-6
+            )
+        ),
         "seconds": rnd.seconds,
         "wall": wall,
     }

@@ -44,3 +44,15 @@ def test_flower_ray_100_clients_dropping_at_every_stage() -> None:
     assert sigma > 0 and not r["dp_exact"]
     assert r["dp_max_error"] < 6 * sigma, (r["dp_max_error"], sigma)
     assert r["dp_global_close"]  # the strategy applied global + noisy mean update
+    # Round 3, contribution verification on: the CHECK stage runs over Flower's messages, every
+    # honest proof verifies (only the planned dropouts are missing), the sum is exact over the
+    # same members.
+    v = r["verified"]
+    assert v["completed"], (v["reason"], log)
+    assert v["norm_bound"] == (1 << 64) - 1
+    assert len(v["refusals"]) == 20  # the planned dropouts only: no proof was refused
+    assert all("drops out at" in why for why in v["refusals"].values())
+    assert v["included"] == r["want_included"]
+    assert v["answered"]["CHECK"] == v["answered"]["MASKED_INPUT"]  # nobody drops at CHECK
+    assert len(v["answered"]["MASKED_INPUT"]) == 88
+    assert v["weighted_equal"] and v["weight_total_equal"] and r["verified_global_close"]
