@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from aggregator.lifecycle import EXCLUSIVE_PORT, StateLock
+from aggregator.lifecycle import EXCLUSIVE_PORT, StateLock, check_can_listen
 from aggregator.membership import Membership, MembershipService
 from aggregator.metrics import Metrics, OpsServer
 from aggregator.rounds import completed_rounds, member_from_certificate, round_or_abort
@@ -605,12 +605,13 @@ async def _serve(
     ports = []
     for address in [listen] if isinstance(listen, str) else list(listen):
         try:
+            check_can_listen(address)  # our sentence, not gRPC's log line, in the usual case
             port = (
                 server.add_insecure_port(address)
                 if creds is None
                 else server.add_secure_port(address, creds)
             )
-        except RuntimeError:  # gRPC's "Failed to bind"
+        except (OSError, RuntimeError):  # the probe, or gRPC's "Failed to bind"
             port = 0
         if port == 0:
             await server.stop(None)

@@ -10,13 +10,44 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["EXCLUSIVE_PORT", "StateLock", "StateLocked"]
+__all__ = ["EXCLUSIVE_PORT", "StateLock", "StateLocked", "check_can_listen"]
 
 # gRPC server option: refuse to share a port with another process.
 EXCLUSIVE_PORT = ("grpc.so_reuseport", 0)
+
+
+def check_can_listen(address: str) -> None:
+    """Raise ``OSError`` (one sentence) if ``host:port`` cannot be bound here: the port is
+    taken, or the host is not an address of this machine. Probed with plain sockets before
+    gRPC binds, so that a refused start prints our sentence and not gRPC's own log line; gRPC's
+    bind stays the authority (a port taken between the probe and it is still refused). Port 0
+    (any free port) is not probed."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not port_text.isdigit() or int(port_text) == 0:
+        return  # gRPC parses and refuses anything else itself
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    port = int(port_text)
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise OSError(f"cannot listen on {address}: {exc.strerror}") from None
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            # As gRPC binds: SO_REUSEADDR (a port in TIME_WAIT is free), no SO_REUSEPORT.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError:
+                raise OSError(
+                    f"cannot listen on {address}: the port is in use (another aggregator?) or "
+                    "the address is not this host's"
+                ) from None
 
 
 class StateLocked(RuntimeError):

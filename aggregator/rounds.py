@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from aggregator.lifecycle import EXCLUSIVE_PORT
+from aggregator.lifecycle import EXCLUSIVE_PORT, check_can_listen
 from aggregator.store import AggregatorStore
 from protos.consortium import Consortium, member_id_from_cn
 
@@ -351,12 +351,13 @@ def start_server(
     ports = []
     for address in [listen] if isinstance(listen, str) else list(listen):
         try:
+            check_can_listen(address)  # our sentence, not gRPC's log line, in the usual case
             if creds is None:
                 port = server.add_insecure_port(address)
             else:
                 port = server.add_secure_port(address, creds)
-        except RuntimeError:  # gRPC's "Failed to bind": in use, or not an address of this host
-            port = 0
+        except (OSError, RuntimeError):  # in use, or not an address of this host (gRPC:
+            port = 0  # "Failed to bind")
         if port == 0:
             server.stop(None)
             raise OSError(
