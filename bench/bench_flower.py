@@ -297,7 +297,7 @@ def flower_floor(n: int, d: int, k: int, t: int, late: int, workers: int) -> dic
     return; ``n - late`` self masks; ``k`` ECDH agreements and masks per dropped client. Counts
     follow ``secaggplus_mod`` / ``secaggplus_workflow`` of flwr 1.42; per-call times are
     medians over a few calls and multiplied by the counts. Left out: messaging, (de)serialising,
-    Ray, quantisation, the Shamir split of the encryption key and every bookkeeping loop; the
+    Ray, key generation, quantisation and every bookkeeping loop; the
     clients' work is divided evenly over ``workers`` and never overlaps the server's (unmasking
     starts when the last upload is in). So the real round is slower than this.
     """

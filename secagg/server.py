@@ -242,21 +242,24 @@ class SecAggServer:
         relays any node's reply), a caller drops an advertisement that fails this instead of
         handing it to :meth:`receive`, which would exclude the named member for the round on
         the word of whoever sent it."""
-        key = self._registry.get(message.sender)
-        if key is None:
+        if message.sender not in self._registry:
             return False
         try:
-            ed25519_verify(
-                key,
-                message.signature,
-                LABEL_ADVERTISE,
-                self.config.digest,
-                message.signed_payload(),
-                who=message.sender,
-            )
+            self._verify_advert(message)
         except InvalidSignature:
             return False
         return True
+
+    def _verify_advert(self, m: AdvertiseKeys) -> None:
+        """The member's signature on its advertisement, under this round's config digest."""
+        ed25519_verify(
+            self._registry[m.sender],
+            m.signature,
+            LABEL_ADVERTISE,
+            self.config.digest,
+            m.signed_payload(),
+            who=m.sender,
+        )
 
     def _reject(self, sender: int, exc: ProtocolAbort) -> ProtocolAbort:
         exc.party, exc.culprit = 0, sender
@@ -281,14 +284,7 @@ class SecAggServer:
         for other in self._adverts.values():
             if {m.c_pk, m.s_pk} & {other.c_pk, other.s_pk}:
                 raise InvalidMessage(f"public key already used by client {other.sender}")
-        ed25519_verify(
-            self._registry[m.sender],
-            m.signature,
-            LABEL_ADVERTISE,
-            self.config.digest,
-            m.signed_payload(),
-            who=m.sender,
-        )
+        self._verify_advert(m)
         self._adverts[m.sender] = m
 
     def _on_share_keys(self, m: ShareKeys) -> None:

@@ -38,13 +38,13 @@ _BATCH_COLUMNS = 4  # from this many limb columns on, apply() multiplies window 
 
 I64 = npt.NDArray[np.int64]
 _CACHE_ENTRIES = 2  # a round's projection, and the next round's
-_WINDOW_CACHE_MAX = 1 << 27  # bytes of float32 windows kept per projection (d <= 2^19)
+_WINDOW_CACHE_MAX = 1 << 27  # bytes of the float32 grid window kept per projection (d <= 2^19)
 
 
 class Projection:
     """The ``J x d`` binary Toeplitz matrix of one seed (public, deterministic)."""
 
-    __slots__ = ("_grid32", "_lock", "_t", "_t32", "_win32", "d", "digest", "rows")
+    __slots__ = ("_grid32", "_lock", "_t", "_t32", "d", "digest", "rows")
 
     def __init__(self, seed: bytes, d: int, rows: int = CHECK_ROWS) -> None:
         if not 16 <= len(seed) <= 64:
@@ -60,7 +60,6 @@ class Projection:
         raw = np.frombuffer(enc.update(bytes((nbits + 7) // 8)), dtype=np.uint8)
         self._t = np.unpackbits(raw, bitorder="little")[:nbits].astype(np.float64)
         self._t32 = self._t.astype(np.float32)
-        self._win32: npt.NDArray[np.float32] | None = None
         self._grid32: tuple[int, int, npt.NDArray[np.float32]] | None = None
         self._lock = threading.Lock()
 
@@ -108,39 +107,31 @@ class Projection:
             total = total + out[:, j::parts] * (1 << (_LIMB * j))
         return [[int(total[j, c]) for j in range(self.rows)] for c in range(k)]
 
-    def _window_matrix(self) -> npt.NDArray[np.float32] | None:
-        """The whole ``d x J`` float32 matrix, built once and kept while small enough."""
-        if self.d * self.rows * 4 > _WINDOW_CACHE_MAX:
-            return None
-        with self._lock:
-            if self._win32 is None:
-                self._win32 = self._windows(0, self.d, np.float32)
-            return self._win32
+    def _check_limbs(self, coefs: I64) -> None:
+        if coefs.shape[0] != self.rows or coefs.ndim != 2:
+            raise ValueError(f"transpose needs {self.rows} limb rows")
+        if np.any(coefs < 0) or np.any(coefs > 0xFFFF):
+            raise ValueError("transpose takes 16-bit limbs")
 
     def transpose(self, coefs: I64, total: int | None = None) -> I64:
         """``R^T c`` for a ``J x L`` matrix of non-negative 16-bit limbs, exactly, as a
         ``total x L`` matrix of unnormalised limbs (column ``j`` weighs ``2^(16 j)``, every
         entry is below ``J * 2^16 <= 2^22``; rows past ``d`` are zero, ``total`` defaults to
         ``d``). Callers whose limb algebra needs smaller entries cut them with
-        :func:`cut_limbs`; carrying is left out because nothing downstream needs it.
+        :func:`cut_limbs`; carrying is left out because nothing downstream needs it. A
+        verifier checking many proofs uses :meth:`transpose_grid`, which keeps its window
+        matrix; this one builds it chunk by chunk each call.
         """
-        if coefs.shape[0] != self.rows or coefs.ndim != 2:
-            raise ValueError(f"transpose needs {self.rows} limb rows")
-        if np.any(coefs < 0) or np.any(coefs > 0xFFFF):
-            raise ValueError("transpose takes 16-bit limbs")
+        self._check_limbs(coefs)
         total = self.d if total is None else total
         if total < self.d:
             raise ValueError("transpose pads, never truncates")
         # float32 is exact: each entry of windows @ coefs is below J * 2^16 <= 2^24.
         c = coefs.astype(np.float32)
         wide = np.zeros((total, coefs.shape[1]), dtype=np.float32)
-        win = self._window_matrix()
-        if win is not None:  # a verifier checks many proofs against one round's matrix
-            np.matmul(win, c, out=wide[: self.d])
-        else:
-            for lo in range(0, self.d, _CHUNK):
-                hi = min(lo + _CHUNK, self.d)
-                np.matmul(self._windows(lo, hi, np.float32), c, out=wide[lo:hi])
+        for lo in range(0, self.d, _CHUNK):
+            hi = min(lo + _CHUNK, self.d)
+            np.matmul(self._windows(lo, hi, np.float32), c, out=wide[lo:hi])
         return wide.astype(np.int64)  # exact integers: no rounding needed
 
     def transpose_grid(self, coefs: I64, a: int, b: int) -> npt.NDArray[np.float32]:
@@ -152,16 +143,13 @@ class Projection:
         """
         if a < 1 or b < 1 or a * b < self.d:
             raise ValueError("a grid holds at least d rows")
-        if coefs.shape[0] != self.rows or coefs.ndim != 2:
-            raise ValueError(f"transpose needs {self.rows} limb rows")
-        if np.any(coefs < 0) or np.any(coefs > 0xFFFF):
-            raise ValueError("transpose takes 16-bit limbs")
+        self._check_limbs(coefs)
         win = self._grid_matrix(a, b)
-        c = coefs.astype(np.float32)
         if win is None:  # too large to keep: the plain transpose, reordered once
             flat = self.transpose(coefs, a * b).astype(np.float32)
             return np.ascontiguousarray(flat.reshape(a, b, -1).transpose(1, 0, 2))
-        return (win @ c).reshape(b, a, coefs.shape[1])  # float32 exact: entries < 2^22
+        # float32 is exact: entries below 2^22
+        return (win @ coefs.astype(np.float32)).reshape(b, a, coefs.shape[1])
 
     def _grid_matrix(self, a: int, b: int) -> npt.NDArray[np.float32] | None:
         """The window matrix with rows ordered ``(i, k) -> k * b + i`` (zero past ``d``)."""
