@@ -84,6 +84,8 @@ class RingEncoding:
             raise ConfigError("n must be positive")
         if not (math.isfinite(clip) and clip > 0):
             raise ConfigError("clip must be a positive finite number")
+        if not isinstance(level_bits, int) or not 2 <= level_bits <= 31:
+            raise ConfigError("level_bits must be in [2, 31]")  # every config that picks a ring
         if bits is None:
             per_client = (1 << (level_bits - 1)) - 1
             need = math.ceil(math.log2(n * per_client + 1)) + 1

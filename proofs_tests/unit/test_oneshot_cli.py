@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 
 from aggregator.cli import main as aggregator_main
 from aggregator.oneshot_service import choose_committee
@@ -196,6 +196,7 @@ def _mutate(msg, muts):  # type: ignore[no-untyped-def]
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_mutations())
+@example([(9, 0, b""), (10, 0, b"")])  # once found: level_bits = 0 reached a negative shift
 def test_wire_decoders_raise_only_wire_errors(muts) -> None:  # type: ignore[no-untyped-def]
     r, agg = _FUZZ_ROUND, _FUZZ_AGG
     cfg = r.cfg

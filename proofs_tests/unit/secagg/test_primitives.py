@@ -138,6 +138,16 @@ def test_encoding_chooses_a_ring_that_cannot_wrap() -> None:
         RingEncoding.choose(2**31, 1.0, bits=32)
 
 
+def test_encoding_refuses_a_level_count_outside_its_range() -> None:
+    """Found by the one-shot wire fuzzer: a config with level_bits = 0 reached a negative
+    shift (ValueError) instead of a ConfigError; every config that picks a ring goes through
+    RingEncoding.choose, so the range is checked there."""
+    for bad in (-1, 0, 1, 32):
+        with pytest.raises(ConfigError, match="level_bits"):
+            RingEncoding.choose(10, 1.0, level_bits=bad)
+    assert RingEncoding.choose(2, 1.0, level_bits=31).bits == 32  # the largest accepted
+
+
 def test_randomized_rounding_is_unbiased() -> None:
     enc = RingEncoding(bits=16, clip=1.0, scale=4.0, n=2)
     x = np.full(200_000, 0.3)  # 1.2 levels: rounds to 1 w.p. 0.8, 2 w.p. 0.2
