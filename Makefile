@@ -50,7 +50,7 @@ soak: venv
 bench: venv
 	$(BIN)/python bench/bench_secagg.py
 	$(BIN)/python bench/bench_scale.py --sizes 100,1000,10000 --d 100000
-	$(BIN)/python bench/bench_scale.py --sizes 1000,10000,100000 --d 100 --out bench/out/scale-small-d.json
+	$(BIN)/python bench/bench_scale.py --sizes 100,1000,10000,100000 --d 100 --out bench/out/scale-small-d.json
 	RAYON_NUM_THREADS=1 taskset -c 1 $(BIN)/python bench/bench_verify.py
 	$(BIN)/python bench/bench_oneshot.py
 	$(BIN)/python bench/oneshot_security.py

@@ -11,6 +11,7 @@ input stage and never kept, so memory measures the protocol, not the harness.
 
     .venv/bin/python bench/bench_scale.py                       # n = 100 ... 10,000, d = 1e5
     .venv/bin/python bench/bench_scale.py --sizes 100000 --d 100  # n = 100,000, small d
+    .venv/bin/python bench/bench_scale.py --render bench/out/a.json bench/out/b.json  # join
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from protos import wire
 from protos.secagg.v1 import secagg_pb2 as pb
 from secagg import ClientPolicy, RoundConfig, SecAggClient, SecAggServer, Stage, SystemRandom
 from secagg._crypto import ed25519_public
+from secagg.graph import Cohort
 
 BATCH = 512
 
@@ -95,7 +97,9 @@ def run_round(n: int, d: int, drop: float = 0.05) -> dict[str, Any]:
     proc = ctx.Process(target=_server_main, args=(there, cfg, registry), daemon=True)
     proc.start()
     rng = SystemRandom()
-    clients = {u: SecAggClient(cfg, u, idk[u], registry, policy=policy, rng=rng) for u in ids}
+    # One immutable registry for every simulated client, as each device holds one.
+    cohort = Cohort(registry)
+    clients = {u: SecAggClient(cfg, u, idk[u], cohort, policy=policy, rng=rng) for u in ids}
     del idk
     cpu = dict.fromkeys(ids, 0.0)
     down = dict.fromkeys(ids, 0)
@@ -236,7 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--d", type=int, default=100_000)
     ap.add_argument("--drop", type=float, default=0.05)
     ap.add_argument("--out", default="bench/out/scale.json")
+    ap.add_argument(
+        "--render", nargs="+", metavar="JSON", help="print the table and fits of earlier runs"
+    )
     args = ap.parse_args(argv)
+    if args.render:
+        rows = [r for f in args.render for r in json.loads(Path(f).read_text())]
+        print(render(sorted(rows, key=lambda r: (r["d"], r["n"]))))
+        return 0
     rows = []
     for n in (int(x) for x in args.sizes.split(",")):
         print(f"n = {n:,}, d = {args.d:,} ...", flush=True)

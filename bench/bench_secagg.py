@@ -169,7 +169,7 @@ def drive_round(
         out = server.close_stage()
         stage_server[stage] = now() - t0
         if stage is Stage.ADVERTISE_KEYS:
-            order = ring_order(server.u1, server.graph_seed)
+            order = ring_order(server.u1, server.graph_seed, cfg.degree)
             nd = round(drop_fraction * n)
             dropped = {order[(i * n) // nd] for i in range(nd)} if nd else set()
         nxt = cfg.next_stage(stage)

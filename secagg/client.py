@@ -77,7 +77,16 @@ from secagg._errors import (
 )
 from secagg._rng import RandomSource, SystemRandom
 from secagg.config import ClientPolicy, RoundConfig
-from secagg.graph import LABEL_KEY_TREE, Ring, bitmap_mask, graph_seed, key_leaf
+from secagg.graph import (
+    LABEL_KEY_TREE,
+    Cohort,
+    Ring,
+    bitmap_bit,
+    bitmap_count,
+    check_bitmap,
+    graph_seed,
+    key_leaf,
+)
 from secagg.merkle import root_from, verify_inclusion
 from secagg.messages import (
     LABEL_DIGEST_TREE,
@@ -139,7 +148,7 @@ class SecAggClient:
         config: RoundConfig,
         client_id: int,
         identity: Ed25519PrivateKey,
-        registry: Mapping[int, bytes],
+        registry: Mapping[int, bytes] | Cohort,
         ring_input: U32 | None = None,
         *,
         policy: ClientPolicy | None = None,
@@ -150,7 +159,7 @@ class SecAggClient:
         self.policy = policy if policy is not None else ClientPolicy()
         self.rng: RandomSource = rng if rng is not None else SystemRandom()
         self._identity = identity
-        self._registry = dict(registry)
+        self._registry = Cohort.of(registry)  # shared when given one, never mutated
         self.state = ClientState.INIT
         self._input: U32 | None = None
         if ring_input is not None:
@@ -166,9 +175,8 @@ class SecAggClient:
         self.neighbours: frozenset[int] = frozenset()
         self._ring: Ring | None = None
         self._u3_bitmap = b""
-        # Who advertised keys (U1), a mask over the cohort: U3 must lie inside.
-        self._u1_mask: npt.NDArray[np.bool_] = np.zeros(0, dtype=np.bool_)
-        self._cohort_ids: npt.NDArray[np.int64] | None = None
+        # Who advertised keys (U1), the bitmap over the cohort: U3 must lie inside.
+        self._u1_bitmap = b""
         self._held: dict[int, tuple[int, int]] = {}  # owner -> (y_s, y_b) this client holds
         self._survivors: frozenset[int] = frozenset()
         # Verified rounds only, from MaskedInput to CHECK: what the proof needs.
@@ -252,22 +260,20 @@ class SecAggClient:
 
     def _cohort(self) -> npt.NDArray[np.int64]:
         """Every registered id, sorted: the positions of the round's bitmaps (SPEC.md D14).
-        Built once per round: O(n) in C, never a per-message Python loop over the cohort."""
-        if self._cohort_ids is None:
-            if len(self._registry) != self.config.n:
-                raise PolicyViolation(
-                    f"the registry has {len(self._registry)} members but the round says "
-                    f"n={self.config.n}"
-                )
-            self._cohort_ids = np.array(sorted(self._registry), dtype=np.int64)
-        return self._cohort_ids
+        Sorted once with the registry (:class:`~secagg.graph.Cohort`), shared, never copied."""
+        if len(self._registry) != self.config.n:
+            raise PolicyViolation(
+                f"the registry has {len(self._registry)} members but the round says "
+                f"n={self.config.n}"
+            )
+        return self._registry.ids
 
     def _index(self, u: int) -> int:
-        """``u``'s position in the cohort (``u`` must be registered)."""
-        return int(np.searchsorted(self._cohort(), u))
+        """``u``'s position in the cohort (``u`` must be registered): O(log n)."""
+        return self._registry.index(u)
 
     def _in_u1(self, u: int) -> bool:
-        return u in self._registry and bool(self._u1_mask[self._index(u)])
+        return u in self._registry and bitmap_bit(self._u1_bitmap, self._index(u))
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -297,19 +303,20 @@ class SecAggClient:
         # SPEC.md D14: U1 is a bitmap over the cohort (the sorted registry ids), the keys are
         # committed by a Merkle root, and this client gets only its neighbours' entries.
         cohort = self._cohort()
+        u1 = msg.present
         try:
-            u1 = bitmap_mask(cohort.size, msg.present)
+            check_bitmap(cohort.size, u1)
         except ValueError as exc:
             raise InvalidMessage(f"malformed U1 bitmap: {exc}", culprit=0) from None
         me = self._index(self.id)
-        if not u1[me]:
+        if not bitmap_bit(u1, me):
             raise InconsistentView("the key list does not carry this client's own keys")
-        count = int(np.count_nonzero(u1))
+        count = bitmap_count(u1)
         if count < self.policy.min_cohort:
             raise InsufficientSurvivors(f"only {count} clients advertised keys")
         # Its own signed entry must be in the committed tree, at its rank in U1: every honest
         # client checks this, so the graph seed depends on every honest client's fresh keys.
-        if msg.own_proof.index != int(np.count_nonzero(u1[:me])):
+        if msg.own_proof.index != bitmap_count(u1, me):
             raise InconsistentView("this client's key entry is proven at the wrong place")
         a = self._advert
         verify_inclusion(
@@ -359,7 +366,7 @@ class SecAggClient:
                 raise InvalidMessage(f"client {v} reuses a public key (replay)", culprit=v)
             seen_pks |= {e.c_pk, e.s_pk}
         self._keys = {v: keys[v] for v in self.neighbours}
-        self._u1_mask = u1
+        self._u1_bitmap = u1
 
         # §4.2: share s_sk and b among the neighbours.
         session = cfg.session_id
@@ -521,23 +528,25 @@ class SecAggClient:
     def _on_survivors(self, msg: SurvivorList) -> ConsistencySignature:
         cfg = self.config
         cohort = self._cohort()
+        u3 = msg.bitmap
         try:
-            u3 = bitmap_mask(cohort.size, msg.bitmap)
+            check_bitmap(cohort.size, u3)
         except ValueError as exc:
             raise InvalidMessage(f"malformed survivor bitmap: {exc}", culprit=0) from None
-        if not u3[self._index(self.id)]:
+        if not bitmap_bit(u3, self._index(self.id)):
             raise InconsistentView("this client is missing from the survivor list")
         # U3 must lie inside U1 (registered ids in the key tree this client checked), or the
         # server could pad U3 past min_cohort with ids that never took part (SPEC.md D13). Both
         # are bitmaps over the registry, so an unregistered id cannot even be named.
-        outside = np.flatnonzero(u3 & ~self._u1_mask)
+        beyond = np.frombuffer(u3, dtype=np.uint8) & ~np.frombuffer(self._u1_bitmap, np.uint8)
+        outside = np.flatnonzero(np.unpackbits(beyond, bitorder="little"))
         if outside.size:
             shown = [int(cohort[i]) for i in outside[:10].tolist()]
             raise InconsistentView(
                 f"survivors {shown} never advertised keys in this round (U3 not in U1)"
             )
-        size = int(np.count_nonzero(u3))
-        near = frozenset(v for v in self.neighbours if u3[self._index(v)])
+        size = bitmap_count(u3)
+        near = frozenset(v for v in self.neighbours if bitmap_bit(u3, self._index(v)))
         unknown = near - self._held.keys()
         if unknown:
             raise InconsistentView(

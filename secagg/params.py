@@ -2,7 +2,7 @@
 
 :func:`choose_parameters` picks the neighbour degree ``k`` and the Shamir threshold ``t`` for a
 cohort of ``n`` clients, a per-client dropout probability and a fraction of corrupt clients
-(colluding with the server). Pure: no I/O, no randomness, only :mod:`math`.
+(colluding with the server). Pure: no I/O, no randomness.
 
 The model (threat_models/parameters.md has the derivation and a table):
 
@@ -15,9 +15,12 @@ The model (threat_models/parameters.md has the derivation and a table):
 * **Grinding** (SPEC.md D14): the ring's seed hashes every honest client's fresh keys, so it
   cannot be computed before the round, but within the ADVERTISE window the server and its
   colluders can try seeds, one per choice of U1 and of the colluders' keys. Each try is a fresh
-  uniformly random ring; with at most ``2^g`` tries (``grinding_bits=g``, default
-  :data:`GRINDING_BITS`) the union bound multiplies the ring's privacy failure by ``2^g``,
-  which is what every figure below includes. The complete graph has no seed to grind.
+  uniformly random ring (up to :func:`secagg.graph.ring_model_gap_log2`, added to every
+  privacy figure: a tie of the sorted ring's keys, or the swap-or-not shuffle's distance
+  from a uniform permutation on the points each event reads); with at most ``2^g`` tries
+  (``grinding_bits=g``, default :data:`GRINDING_BITS`) the union bound multiplies the ring's
+  privacy failure by ``2^g``, which is what every figure below includes. The complete graph
+  has no seed to grind.
 * Each client drops (at any stage) independently with probability ``dropout_rate``.
 * The client policy tolerates ``c = 2t - k - 1`` corrupt neighbours, the largest ``c`` with
   ``t > (k + c) / 2`` (``ClientPolicy(max_corrupt=c)`` accepts ``(k, t)``).
@@ -56,6 +59,7 @@ from dataclasses import dataclass
 
 from secagg._errors import ConfigError
 from secagg.config import ClientPolicy
+from secagg.graph import ring_model_gap_log2
 
 __all__ = [
     "GRINDING_BITS",
@@ -179,12 +183,17 @@ def _ring_bounds(
     log_n, log_honest = math.log(n), math.log(max(n - corrupt, 1))
     log_pairs = math.log(n * (n - 1) / 2) + grinding_bits * _LN2
     log_honest += grinding_bits * _LN2
+    # How far the ring of secagg.graph is from a uniformly random one, over the same events
+    # and seeds (SPEC.md D14): at most 2^-100 per seed, so it matters only past 2^60 tries.
+    # No colluder, no event, whatever the order.
+    gap = (ring_model_gap_log2(n, k) + grinding_bits) * _LN2 if corrupt else -math.inf
     out = []
     for t in range(half + 1, k + 1):
         failure = math.exp(min(0.0, log_n + fail_cdf[t - 1]))
         split = log_honest + split_sf[2 * t - k]
         partition = log_pairs + 2 * window_sf[t - half]
-        out.append((t, failure, math.exp(min(0.0, _log_add(split, partition)))))
+        privacy = _log_add(_log_add(split, partition), gap)
+        out.append((t, failure, math.exp(min(0.0, privacy))))
     return out
 
 

@@ -157,6 +157,7 @@ class SecAggServer:
         #: Clients excluded or named for a provably false contribution (not for dropping out).
         self.cheaters: dict[int, str] = {}
         self._adverts: dict[int, AdvertiseKeys] = {}
+        self._key_owner: dict[bytes, int] = {}  # every advertised public key -> its sender
         self._shares: dict[int, ShareKeys] = {}
         self._masked: set[int] = set()
         self._consistency: dict[int, bytes] = {}
@@ -281,11 +282,13 @@ class SecAggServer:
         check_x25519_public(m.s_pk)
         if m.c_pk == m.s_pk:
             raise InvalidMessage("channel and mask keys must differ")
-        for other in self._adverts.values():
-            if {m.c_pk, m.s_pk} & {other.c_pk, other.s_pk}:
-                raise InvalidMessage(f"public key already used by client {other.sender}")
+        for pk in (m.c_pk, m.s_pk):  # O(1) per advertisement, not a scan of U1 so far
+            other = self._key_owner.get(pk)
+            if other is not None:
+                raise InvalidMessage(f"public key already used by client {other}")
         self._verify_advert(m)
         self._adverts[m.sender] = m
+        self._key_owner[m.c_pk] = self._key_owner[m.s_pk] = m.sender
 
     def _on_share_keys(self, m: ShareKeys) -> None:
         self._expect(m.sender, self.u1, self._shares)
@@ -609,8 +612,7 @@ class SecAggServer:
             ],
         )
         self._seed = graph_seed(cfg.digest, self._u1_bitmap, tree.root)
-        ring = Ring(self._cohort, cfg.degree, self._seed, u1)
-        self.graph = {u: ring.neighbours(u) for u in u1}
+        self.graph = Ring(self._cohort, cfg.degree, self._seed, self._u1_bitmap).graph()
         self.stage = Stage.SHARE_KEYS
         out: dict[int, ServerMessage] = {}
         for i, u in enumerate(u1):

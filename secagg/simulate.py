@@ -26,6 +26,7 @@ from secagg.accumulate import Accumulator
 from secagg.client import SecAggClient
 from secagg.config import ClientPolicy, RoundConfig, Stage
 from secagg.encoding import pack_bits, unpack_bits
+from secagg.graph import Cohort
 from secagg.messages import CheckResponse, ClientMessage, MaskedInput, ServerMessage
 from secagg.server import SecAggServer
 
@@ -154,7 +155,7 @@ def simulate(
     ids = list(range(1, n + 1))
     rngs = {u: rng_for(u) for u in ids}
     identities = {u: _identity(rngs[u]) for u in ids}
-    registry = {u: ed25519_public(k) for u, k in identities.items()}
+    registry = Cohort({u: ed25519_public(k) for u, k in identities.items()})  # one, shared
     clipped: dict[int, npt.NDArray[np.float64]] = {}
     clients: dict[int, SecAggClient] = {}
     refused: dict[int, str] = {}

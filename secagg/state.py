@@ -36,7 +36,7 @@ import importlib
 import json
 import math
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import numpy as np
@@ -50,7 +50,7 @@ from secagg._errors import SecAggError
 from secagg._rng import DeterministicRandom, RandomSource, SystemRandom
 from secagg.client import ClientState, SecAggClient
 from secagg.config import RoundConfig
-from secagg.graph import Ring
+from secagg.graph import Cohort, Ring, check_bitmap
 
 __all__ = [
     "MAX_STATE_BYTES",
@@ -77,7 +77,7 @@ _HEADER: Final[struct.Struct] = struct.Struct(">H16sQ32sI16s")  # version sid ro
 _NONCE: Final[int] = 12
 _ALLOWED_PREFIXES: Final[tuple[str, ...]] = ("secagg.", "dp.")
 # Client fields recomputed on restore from the sealed ones, never exported.
-_DERIVED: Final[frozenset[str]] = frozenset({"_ring", "_cohort_ids"})
+_DERIVED: Final[frozenset[str]] = frozenset({"_ring"})
 
 
 class StateError(SecAggError):
@@ -153,6 +153,8 @@ def _enc(value: Any, where: str) -> Any:
     if isinstance(value, frozenset | set):
         items = sorted((_enc(v, where) for v in value), key=lambda e: json.dumps(e, sort_keys=True))
         return {"fs" if isinstance(value, frozenset) else "s": items}
+    if isinstance(value, Cohort):
+        value = dict(value.items())
     if isinstance(value, dict):
         return {"d": [[_enc(k, where), _enc(v, f"{where}[{k!r}]")] for k, v in value.items()]}
     if isinstance(value, np.ndarray):
@@ -436,12 +438,16 @@ def _rebuild(values: dict[str, Any], head: dict[str, Any], config: RoundConfig) 
         raise StateError("the snapshot's body does not match its header")
     vars(fresh).update(values)
     # Derived from what was sealed, so rebuilt rather than trusted (SPEC.md D14): the sorted
-    # cohort and the ring of the round's graph seed over the U1 mask.
-    fresh._cohort_ids = None
+    # cohort and the ring of the round's graph seed over the U1 bitmap.
+    if not isinstance(fresh._registry, Mapping):
+        raise StateError("the snapshot's registry is not a mapping")
+    fresh._registry = Cohort.of(fresh._registry)
     if fresh._seed:
-        if fresh._u1_mask.shape != (config.n,) or fresh._u1_mask.dtype != np.bool_:
-            raise StateError("the snapshot's U1 mask does not cover the cohort")
-        fresh._ring = Ring(fresh._cohort(), config.degree, fresh._seed, fresh._u1_mask)
+        try:
+            check_bitmap(config.n, fresh._u1_bitmap)
+        except (TypeError, ValueError):
+            raise StateError("the snapshot's U1 bitmap does not cover the cohort") from None
+        fresh._ring = Ring(fresh._cohort(), config.degree, fresh._seed, fresh._u1_bitmap)
     return fresh
 
 

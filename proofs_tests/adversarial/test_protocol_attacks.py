@@ -70,7 +70,7 @@ from secagg._crypto import (
     x25519_public_from_private,
 )
 from secagg._derive import channel_key, pair_mask_key, self_mask_key
-from secagg.graph import Ring, graph_seed, neighbour_graph
+from secagg.graph import SORTED_RING_MAX, Ring, graph_seed, neighbour_graph
 from secagg.messages import (
     AdvertiseKeys,
     ClientMessage,
@@ -762,6 +762,31 @@ def test_sa09_client_messages_of_round_r_are_rejected_in_round_r1(
     new.assert_aggregate(result, included=included)
 
 
+@pytest.mark.parametrize("which", ["c_pk", "s_pk", "crossed"])
+def test_sa09_server_refuses_an_advert_replaying_another_clients_key(which: str) -> None:
+    """SA-09: client 5 (malicious) signs an advertisement that carries a public key client 2
+    advertised this round (as its channel key, its mask key, or crossed over), which would
+    let it pose as 2's peer. The server refuses it (InvalidMessage naming 2), without a scan
+    of every earlier advertisement (one lookup per key, which n = 10^5 needs), and the round
+    completes without 5."""
+    coh = make_cohort(CFG6, seed=905)
+    adverts = coh.advertise()
+    coh.server.receive(adverts[2])
+    theirs = adverts[2]
+    keys = {
+        "c_pk": {"c_pk": theirs.c_pk},
+        "s_pk": {"s_pk": theirs.s_pk},
+        "crossed": {"c_pk": theirs.s_pk},
+    }[which]
+    forged = signed_advert(coh.config, 5, coh.identities[5], **keys)
+    with pytest.raises(InvalidMessage, match="already used by client 2"):
+        coh.server.receive(forged)
+    assert 5 in coh.server.rejected
+    coh.submit({u: m for u, m in adverts.items() if u not in (2, 5)})
+    result = coh.finish()
+    coh.assert_aggregate(result, included={1, 2, 3, 4, 6})
+
+
 @pytest.mark.parametrize(
     "stage, expected",
     [
@@ -1187,6 +1212,33 @@ def test_sa16_grinding_succeeds_only_at_the_rate_the_parameters_charge() -> None
     # The ground key lists are well-formed: every honest client accepts its own.
     for u in honest:
         assert isinstance(coh.clients[u].receive(winning[u]), ShareKeys)
+
+
+def test_sa16_a_ground_seed_of_the_shuffled_ring_is_no_better_than_a_uniform_ring() -> None:
+    """SA-16 above SORTED_RING_MAX members, where the ring is the swap-or-not permutation
+    (SPEC.md D14). A grinding server tries seeds; per try, what it hopes for is honest clients
+    with many corrupt neighbours. Over 400 seeds, n = 300 with 90 colluders and k = 8: the
+    number of honest clients with 5, and with 6, or more corrupt neighbours averages the
+    hypergeometric figure of ``secagg.params``' uniform model (within 5 standard errors), and
+    the best seed found is no outlier for that law: the shuffle gives a grinder nothing the
+    parameters do not already charge per try."""
+    n, k, colluders = 300, 8, 90
+    assert n > SORTED_RING_MAX
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    corrupt = set(range(1, colluders + 1))
+    honest = [u for u in range(1, n + 1) if u not in corrupt]
+    counts: dict[int, list[int]] = {5: [], 6: []}
+    for i in range(400):
+        seed = sha256(b"test/grind-shuffled", i.to_bytes(4, "big"))
+        graph = Ring(ids, k, seed).graph()
+        many = [len(graph[u] & corrupt) for u in honest]
+        for j, got in counts.items():
+            got.append(sum(c >= j for c in many))
+    for j, got in counts.items():
+        expected = len(honest) * hypergeometric_sf(n - 1, colluders, k, j)
+        mean, se = float(np.mean(got)), float(np.std(got, ddof=1)) / math.sqrt(len(got))
+        assert abs(mean - expected) < 5 * se, (j, mean, expected)
+        assert max(got) < expected + 8 * math.sqrt(expected)
 
 
 # =============================================================================================
