@@ -244,9 +244,9 @@ def main(argv: list[str] | None = None) -> int:
         "--render", nargs="+", metavar="JSON", help="print the table and fits of earlier runs"
     )
     args = ap.parse_args(argv)
-    if args.render:
-        rows = [r for f in args.render for r in json.loads(Path(f).read_text())]
-        print(render(sorted(rows, key=lambda r: (r["d"], r["n"]))))
+    if args.render:  # a later file's row for the same (n, d) replaces an earlier one's
+        joined = {(r["d"], r["n"]): r for f in args.render for r in json.loads(Path(f).read_text())}
+        print(render([joined[key] for key in sorted(joined)]))
         return 0
     rows = []
     for n in (int(x) for x in args.sizes.split(",")):
