@@ -17,6 +17,7 @@ input stage and never kept, so memory measures the protocol, not the harness.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import multiprocessing as mp
@@ -231,6 +232,13 @@ def render(rows: list[dict[str, Any]]) -> str:
             f"\nfitted growth at d = {d:,} (exponent b of n^b): "
             + ", ".join(f"{key} {b:.2f}" for key, b in fits.items())
         )
+        for lo, hi in itertools.pairwise(rs):  # issue 17: against n log n
+            grew = hi["client_cpu_total_s"] / lo["client_cpu_total_s"]
+            nlogn = hi["n"] * math.log(hi["n"]) / (lo["n"] * math.log(lo["n"]))
+            out.append(
+                f"total client CPU n = {lo['n']:,} -> {hi['n']:,}: {grew:.2f}x, n log n "
+                f"{nlogn:.2f}x, ratio {grew / nlogn:.2f}"
+            )
     return "\n".join(out)
 
 
