@@ -1129,7 +1129,9 @@ def test_sa16_forged_entries_for_others_only_make_them_drop() -> None:
     change the seed) cannot show them a root without their own keys: each checks its own
     entry's inclusion and aborts (InconsistentView), i.e. it drops out, which the parameters
     count as an adversarial dropout. A victim shown the forged root whose neighbours shared
-    under the true root aborts before masking (their signatures bind the true seed)."""
+    under the true root aborts before masking: their signatures bind the true seed, and the
+    forged seed places the victim in another neighbourhood, so a share from a client that is
+    not its neighbour under the seed it saw is refused as well (InvalidMessage)."""
     coh = make_cohort(PLUS12, seed=1605)
     adverts = coh.advertise()
     cfg = coh.config
@@ -1149,7 +1151,7 @@ def test_sa16_forged_entries_for_others_only_make_them_drop() -> None:
     mine = coh.clients[victim].receive(fake[victim])
     assert isinstance(mine, ShareKeys)
     bundle = bundle_from(victim, [m for m in shares.values() if isinstance(m, ShareKeys)])
-    with pytest.raises((InvalidSignature, InvalidShare, InsufficientSurvivors)):
+    with pytest.raises((InvalidSignature, InvalidShare, InvalidMessage, InsufficientSurvivors)):
         coh.clients[victim].receive(bundle)
     assert coh.clients[victim].state is ClientState.ABORTED
     assert Stage.MASKED_INPUT not in coh.sent.get(victim, {})
