@@ -82,45 +82,7 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="the length d of every member's vector (at most 2^28)",
     )
-    s.add_argument(
-        "--protocol",
-        choices=["pairwise", "oneshot"],
-        default="pairwise",
-        help="pairwise: SecAgg+ masking (four messages per member); oneshot: one message per "
-        "member, RLWE masks and a decryptor committee (secagg/SPEC.md O1..O9). The HE variant "
-        "is `secagg-he-aggregator` (default: %(default)s)",
-    )
-    s.add_argument(
-        "--committee",
-        default=None,
-        metavar="IDS",
-        help="oneshot: comma-separated member ids that may sit on the decryptor committee, each "
-        "running `secagg-committee run` (default: every registered member)",
-    )
-    s.add_argument(
-        "--committee-size",
-        type=int,
-        default=None,
-        help="oneshot: members on each round's committee (default: every candidate)",
-    )
-    s.add_argument(
-        "--committee-threshold",
-        type=int,
-        default=None,
-        help="oneshot: members that must release, t_c > c/2 (default: floor(2c/3) + 1)",
-    )
-    s.add_argument(
-        "--committee-timeout",
-        type=float,
-        default=60.0,
-        help="oneshot: seconds to wait for each committee step (default: %(default)s)",
-    )
-    s.add_argument(
-        "--min-cohort",
-        type=int,
-        default=3,
-        help="oneshot: fewest uploads a released sum may hold (default: %(default)s)",
-    )
+    _oneshot_args(s)
     s.add_argument(
         "--clip",
         type=float,
@@ -153,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common, _common_serve(straggler_grace=True)],
         help="run rounds of federated DP-LoRA (secure sum of distributed-DP adapter updates)",
     )
+    _oneshot_args(f)
     f.add_argument(
         "--initial-adapter",
         type=Path,
@@ -189,6 +152,49 @@ def _parser() -> argparse.ArgumentParser:
         "computed from the DP parameters (aggregator.fl.verification_norm_bound)",
     )
     return ap
+
+
+def _oneshot_args(p: argparse.ArgumentParser) -> None:
+    """The protocol switch and the one-shot committee's options (``serve`` and ``serve-fl``)."""
+    p.add_argument(
+        "--protocol",
+        choices=["pairwise", "oneshot"],
+        default="pairwise",
+        help="pairwise: SecAgg+ masking (four messages per member); oneshot: one message per "
+        "member, RLWE masks and a decryptor committee (secagg/SPEC.md O1..O9). The HE variant "
+        "is `secagg-he-aggregator` (default: %(default)s)",
+    )
+    p.add_argument(
+        "--committee",
+        default=None,
+        metavar="IDS",
+        help="oneshot: comma-separated member ids that may sit on the decryptor committee, each "
+        "running `secagg-committee run` (default: every registered member)",
+    )
+    p.add_argument(
+        "--committee-size",
+        type=int,
+        default=None,
+        help="oneshot: members on each round's committee (default: every candidate)",
+    )
+    p.add_argument(
+        "--committee-threshold",
+        type=int,
+        default=None,
+        help="oneshot: members that must release, t_c > c/2 (default: floor(2c/3) + 1)",
+    )
+    p.add_argument(
+        "--committee-timeout",
+        type=float,
+        default=60.0,
+        help="oneshot: seconds to wait for each committee step (default: %(default)s)",
+    )
+    p.add_argument(
+        "--min-cohort",
+        type=int,
+        default=3,
+        help="oneshot: fewest uploads a released sum may hold (default: %(default)s)",
+    )
 
 
 def _names(p: argparse.ArgumentParser, *, dns_default: Any, ip_default: Any) -> None:
@@ -257,8 +263,9 @@ def _common_serve(*, straggler_grace: bool) -> argparse.ArgumentParser:
             "--straggler-grace",
             type=float,
             default=None,
-            help="once t+1 members answered a stage, wait at most this many more seconds for "
-            "the others (default: until the stage timeout)",
+            help="once t+1 members answered a stage (one-shot: once --min-cohort clients "
+            "uploaded), wait at most this many more seconds for the others (default: until the "
+            "stage timeout)",
         )
     p.add_argument(
         "--metrics-listen",
@@ -309,7 +316,9 @@ def _common_serve(*, straggler_grace: bool) -> argparse.ArgumentParser:
     return p
 
 
-def _fl_task(args: argparse.Namespace, n: int):  # type: ignore[no-untyped-def]
+def _fl_task(  # type: ignore[no-untyped-def]
+    args: argparse.Namespace, n: int, t: int | None = None, degree: int | None = None
+):
     import json
 
     import numpy as np
@@ -364,13 +373,13 @@ def _fl_task(args: argparse.Namespace, n: int):  # type: ignore[no-untyped-def]
         initial,
         spec_json,
         n=n,
-        t=args.threshold,
+        t=args.threshold if t is None else t,
         params=params,
         run_id=args.run_id,
         ledger_path=args.ledger,
         ledger_key=key,
         verify=args.verify,
-        degree=args.neighbors,
+        degree=args.neighbors if degree is None else degree,
     )
 
 
@@ -490,32 +499,45 @@ def _serve_oneshot(args: argparse.Namespace) -> int:
     from aggregator.oneshot_service import OneShotServeOptions, serve_oneshot
     from protos.consortium import load_consortium
 
-    if args.norm_bound is not None:
+    if getattr(args, "norm_bound", None) is not None or getattr(args, "verify", False):
         raise ValueError(
-            "--norm-bound is not available with --protocol oneshot: the norm proof is not yet "
-            "bound to the one-shot upload (threat_models/oneshot.md, R4)"
+            "contribution verification (--norm-bound, --verify) is not available with "
+            "--protocol oneshot: the norm proof is not yet bound to the one-shot upload "
+            "(threat_models/oneshot.md, R4)"
         )
     if args.insecure_dev:
         raise ValueError("--protocol oneshot runs over mutual TLS only")
     committee = tuple(int(x) for x in args.committee.split(",")) if args.committee else ()
+    consortium = load_consortium(args.consortium)
+    task = None
+    if args.cmd == "serve-fl":
+        # The DP noise is calibrated to the smallest set the committee releases, with the
+        # default client policy's corrupt bound for a cohort of that size (SPEC.md O9).
+        task = _fl_task(args, n=len(consortium.registry), t=args.min_cohort, degree=args.min_cohort)
+        print(
+            f"federated DP-LoRA over one-shot rounds: {task.dp_cfg.encoded_dim} coordinates, "
+            f"{task.dp_cfg.bits}-bit DP ring, noise for sets of {args.min_cohort} with "
+            f"{task.dp_cfg.max_corrupt} corrupt"
+        )
     options = OneShotServeOptions(
-        d=args.dimension,
+        d=task.dp_cfg.encoded_dim if task is not None else args.dimension,
         committee=committee,
         committee_size=args.committee_size,
         threshold=args.committee_threshold,
-        clip=args.clip,
-        bits=args.bits,
+        clip=getattr(args, "clip", 1.0),
+        bits=getattr(args, "bits", None),
         rounds=args.rounds,
         upload_timeout=args.stage_timeout,
         first_round_wait=args.first_round_wait,
         committee_timeout=args.committee_timeout,
         min_cohort=args.min_cohort,
         output=args.output,
+        straggler_grace=getattr(args, "straggler_grace", None),
     )
     stop = stop_on_signals()
     with StateLock(args.state):
         done = serve_oneshot(
-            options, load_consortium(args.consortium), args.state, args.listen, stop_event=stop
+            options, consortium, args.state, args.listen, stop_event=stop, task=task
         )
     print(f"one-shot aggregator stopped; {done} of {args.rounds} rounds completed")
     if stop.is_set():
@@ -524,7 +546,7 @@ def _serve_oneshot(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.cmd == "serve" and args.protocol == "oneshot":
+    if args.cmd in ("serve", "serve-fl") and args.protocol == "oneshot":
         return _serve_oneshot(args)
     if args.cmd == "init-consortium":
         from aggregator.consortium import init_consortium

@@ -29,6 +29,7 @@ from dp.distributed import DistributedDPConfig, decode, round_privacy
 from dp.ledger import Budget, PrivacyLedger
 from protos.ops import utc_stamp
 from secagg import ClientPolicy, RoundConfig
+from secagg.oneshot import OneShotConfig
 
 __all__ = [
     "NORM_TAIL",
@@ -251,7 +252,7 @@ class DpLoraTask:
     def publish(
         self,
         round_number: int,
-        config: RoundConfig,
+        config: RoundConfig | OneShotConfig,
         task_round: TaskRound,
         ring_sum: npt.NDArray[np.uint32],
         included: frozenset[int],

@@ -7,6 +7,11 @@ when every registered client has uploaded; have every reachable member check the
 shares, sign it, and release its share sum once ``threshold`` signatures agree; reconstruct,
 unmask and publish ``OUTPUT/round-<r>.npy`` / ``.json``.
 
+With a task (``serve-fl --protocol oneshot``: federated DP-LoRA, :class:`aggregator.fl.DpLoraTask`)
+each round's task document and global model ride in ``RoundInfo``, their digests in the config
+every member signs; the released integer sum, reduced mod 2^b, is the distributed-DP ring sum,
+which the task decodes, applies and charges to the ledger (secagg/SPEC.md O9).
+
 Failure handling: a client that misses the deadline costs nothing; a malformed upload is
 refused (INVALID_ARGUMENT) and its sender excluded; up to ``c - t_c`` members may fail to
 answer after the keys were issued; a member's complaint about a client ends the round naming
@@ -24,10 +29,11 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import numpy as np
+import numpy.typing as npt
 
 from aggregator.rounds import (
     RoundRecord,
@@ -40,7 +46,8 @@ from aggregator.rounds import (
     start_server,
 )
 from aggregator.store import AggregatorStore
-from aggregator.tasks import save_npy
+from aggregator.tasks import TaskRound, save_npy
+from dp.distributed import DistributedDPConfig
 from protos import oneshot_wire as wire
 from protos.consortium import Consortium
 from protos.secagg.oneshot.v1 import oneshot_pb2 as pb
@@ -48,10 +55,17 @@ from protos.secagg.oneshot.v1 import oneshot_pb2_grpc as pb_grpc
 from secagg import ConfigError, SecAggError
 from secagg._crypto import sha256
 from secagg.encoding import DEFAULT_LEVEL_BITS
-from secagg.oneshot import MemberKey, OneShotAggregator, OneShotConfig, SetSignature
+from secagg.oneshot import (
+    MemberKey,
+    OneShotAggregator,
+    OneShotConfig,
+    SetSignature,
+    plaintext_bits_for,
+)
 
 __all__ = [
     "OneShotAggregatorService",
+    "OneShotDpTask",
     "OneShotRoundRunner",
     "OneShotServeOptions",
     "choose_committee",
@@ -60,6 +74,26 @@ __all__ = [
 
 log = logging.getLogger("secagg.aggregator.oneshot")
 LABEL_COMMITTEE = b"secagg/oneshot/v1/committee"
+
+
+class OneShotDpTask(Protocol):
+    """A distributed-DP job over one-shot rounds (:class:`aggregator.fl.DpLoraTask`)."""
+
+    dp_cfg: DistributedDPConfig
+
+    def max_message_bytes(self) -> int: ...
+
+    def begin(self, round_number: int) -> TaskRound: ...
+
+    def publish(
+        self,
+        round_number: int,
+        config: OneShotConfig,
+        task_round: TaskRound,
+        ring_sum: npt.NDArray[np.uint32],
+        included: frozenset[int],
+        out: Path,
+    ) -> dict[str, Any]: ...
 
 
 def choose_committee(candidates: Sequence[int], session_id: bytes, size: int) -> tuple[int, ...]:
@@ -79,7 +113,10 @@ class OneShotServeOptions:
     """What ``serve --protocol oneshot`` runs. ``committee`` lists the candidate members
     (default: every registered member); ``committee_size`` of them sit each round (default:
     all candidates), ``threshold`` of those must release (default: the smallest majority that
-    still tolerates one dropout, ``floor(2c/3) + 1`` capped at c)."""
+    still tolerates one dropout, ``floor(2c/3) + 1`` capped at c). Uploads close when every
+    registered member has uploaded or at the deadline; with ``straggler_grace``, at most that
+    many seconds after ``min_cohort`` uploads are in (members that never upload, such as
+    dedicated committee members, then do not hold every round to its deadline)."""
 
     d: int
     committee: tuple[int, ...] = ()
@@ -95,6 +132,7 @@ class OneShotServeOptions:
     min_cohort: int = 3
     output: Path = Path("output")
     max_workers: int | None = None
+    straggler_grace: float | None = None
 
 
 def default_threshold(c: int) -> int:
@@ -106,6 +144,7 @@ class _Round(RoundRecord[OneShotConfig]):
     agg: OneShotAggregator | None = None
     info: pb.RoundInfo | None = None
     open_for_uploads: bool = False
+    task_round: TaskRound | None = None
     upload_bytes: dict[int, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -121,8 +160,10 @@ class OneShotRoundRunner(RoundRunnerBase[OneShotServeOptions, _Round]):
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        task: OneShotDpTask | None = None,
     ) -> None:
         super().__init__(options, store, clock=clock, wall=wall)
+        self.task = task
         self.registry = dict(consortium.registry)
         self.members = frozenset(self.registry)
         self.candidates = tuple(sorted(options.committee or self.members))
@@ -138,14 +179,25 @@ class OneShotRoundRunner(RoundRunnerBase[OneShotServeOptions, _Round]):
         self._polling: dict[int, int] = dict.fromkeys(self.candidates, 0)
         self._seen: dict[int, float] = {}
         committee = self.candidates[: self.size]
+        n = len(self.members)
+        d, bits = options.d, options.bits
+        if task is not None:  # the DP encoding fixes the length and the grid
+            dp = task.dp_cfg
+            if dp.num_clients != n or dp.min_survivors > options.min_cohort:
+                raise ConfigError(
+                    f"the DP parameters are for {dp.num_clients} clients and sets of "
+                    f"{dp.min_survivors}; the round has {n} and releases sets of "
+                    f"{options.min_cohort}"
+                )
+            d, bits = dp.encoded_dim, plaintext_bits_for(n, dp.bits)
         self.template = OneShotConfig(
-            n=len(self.members),
-            d=options.d,
+            n=n,
+            d=d,
             committee=committee,
             threshold=self.threshold,
             min_cohort=options.min_cohort,
             clip=options.clip,
-            bits=options.bits,
+            bits=bits,
             level_bits=options.level_bits,
         )
         self._recover(log, "round %d was interrupted by a restart: aborted")
@@ -227,9 +279,10 @@ class OneShotRoundRunner(RoundRunnerBase[OneShotServeOptions, _Round]):
     def _run_round(self, *, first: bool) -> None:
         number, session = self._new_session()
         committee = choose_committee(self._online(), session, self.size)
-        cfg = self._config(session, number, committee)
+        job = self.task.begin(number) if self.task is not None else None
+        cfg = self._config(session, number, committee, job)
         self._record_open(number, session, cfg)
-        rnd = _Round(number, cfg)
+        rnd = _Round(number, cfg, task_round=job)
         t_open = self.clock()
         cpb = wire.config_to_pb(cfg)
         log.info("round %d: %s", number, cfg.describe())
@@ -256,17 +309,18 @@ class OneShotRoundRunner(RoundRunnerBase[OneShotServeOptions, _Round]):
         timeout = self._timeout(self.options.upload_timeout, first=first)
         with self.cond:
             rnd.info = pb.RoundInfo(
-                config=cpb, member_keys=[wire.member_key_to_pb(k) for k in keys]
+                config=cpb,
+                member_keys=[wire.member_key_to_pb(k) for k in keys],
+                task=job.task if job is not None else b"",
+                model=job.model if job is not None else b"",
             )
             rnd.deadline = self.clock() + timeout
             rnd.open_for_uploads = True
             self.current = rnd
             self.cond.notify_all()
-            agg = rnd.agg
-            self._wait(
-                lambda now: self.members <= agg.included | set(agg.rejected), lambda: rnd.deadline
-            )
+            self._wait(self._uploads_done(rnd), lambda: rnd.deadline)
             rnd.open_for_uploads = False
+            agg = rnd.agg
         if self._stop.is_set():
             self._forget(cfg)
             self._end(rnd, completed=False, reason="the aggregator is shutting down")
@@ -287,8 +341,34 @@ class OneShotRoundRunner(RoundRunnerBase[OneShotServeOptions, _Round]):
             return
         self._publish(rnd, result, t_open)
 
-    def _config(self, session: bytes, number: int, committee: tuple[int, ...]) -> OneShotConfig:
+    def _uploads_done(self, rnd: _Round) -> Callable[[float], bool]:
+        """Whether every member has uploaded (accepted or refused); once ``min_cohort`` uploads
+        are accepted, the deadline moves to at most ``straggler_grace`` from then."""
+        grace = self.options.straggler_grace
+        agg = rnd.agg
+        assert agg is not None
+        quorum_at: float | None = None
+
+        def done(now: float) -> bool:
+            nonlocal quorum_at
+            if (
+                grace is not None
+                and quorum_at is None
+                and len(agg.included) >= self.template.min_cohort
+            ):
+                quorum_at = now
+                rnd.deadline = min(rnd.deadline, now + grace)
+            return self.members <= agg.included | set(agg.rejected)
+
+        return done
+
+    def _config(
+        self, session: bytes, number: int, committee: tuple[int, ...], job: TaskRound | None
+    ) -> OneShotConfig:
         t = self.template
+        dp = self.task.dp_cfg if self.task is not None else None
+        if job is not None and dp is not None and (job.d, job.bits) != (t.d, dp.bits):
+            raise ConfigError("the task's round does not match its DP parameters")
         return OneShotConfig(
             n=t.n,
             d=t.d,
@@ -300,6 +380,8 @@ class OneShotRoundRunner(RoundRunnerBase[OneShotServeOptions, _Round]):
             level_bits=t.level_bits,
             session_id=session,
             round=number,
+            task_digest=job.task_digest if job is not None else bytes(32),
+            model_digest=job.model_digest if job is not None else bytes(32),
         )
 
     def _committee(self, rnd: _Round, agg: OneShotAggregator, included: tuple[int, ...]) -> Any:
@@ -355,9 +437,19 @@ class OneShotRoundRunner(RoundRunnerBase[OneShotServeOptions, _Round]):
         cfg = rnd.config
         out = self.options.output
         out.mkdir(parents=True, exist_ok=True)
-        npy = out / f"round-{rnd.number}.npy"
-        digest = save_npy(npy, np.asarray(result.aggregate, dtype=np.float64))
         included = list(result.included)
+        extra: dict[str, Any] = {}
+        if self.task is not None and rnd.task_round is not None:
+            # The released sum mod 2^b is the distributed-DP ring sum (SPEC.md O9).
+            modulus = 1 << self.task.dp_cfg.bits
+            ring_sum = np.mod(result.int_sum, modulus).astype(np.uint32)
+            extra = self.task.publish(
+                rnd.number, cfg, rnd.task_round, ring_sum, frozenset(included), out
+            )
+            npy, digest = Path(extra["npy"]), str(extra["aggregate_sha256"])
+        else:
+            npy = out / f"round-{rnd.number}.npy"
+            digest = save_npy(npy, np.asarray(result.aggregate, dtype=np.float64))
         dropped = sorted(self.members - set(included))
         sizes = sorted(rnd.upload_bytes.values())
         median = sizes[len(sizes) // 2] if sizes else 0
@@ -380,6 +472,7 @@ class OneShotRoundRunner(RoundRunnerBase[OneShotServeOptions, _Round]):
             "upload_vs_float32": median / (4 * cfg.d),
             "aggregate_sha256": digest,
             "timings": {**rnd.timings, "round_s": self.clock() - t_open},
+            **extra,
         }
         self._record_result(
             rnd, out, summary, included=included, dropped=dropped, npy=str(npy), digest=digest
@@ -517,12 +610,16 @@ def serve_oneshot(
     *,
     ready: Callable[[int], None] | None = None,
     stop_event: threading.Event | None = None,
+    task: OneShotDpTask | None = None,
 ) -> int:
     """Run the one-shot service over mutual TLS until the scheduled rounds are done (or
-    ``stop_event``); returns the number of rounds completed in this run."""
+    ``stop_event``); returns the number of rounds completed in this run. With ``task``, each
+    round runs that distributed-DP job (federated DP-LoRA) instead of a plain sum."""
     store = AggregatorStore(state_dir / "aggregator.db")
-    runner = OneShotRoundRunner(options, consortium, store)
+    runner = OneShotRoundRunner(options, consortium, store, task=task)
     limit = wire.max_message_bytes(runner.template.with_session(bytes(16)))
+    if task is not None:
+        limit += task.max_message_bytes()
     server, health_servicer, port = start_server(
         consortium,
         listen,

@@ -157,6 +157,13 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", parents=[common], help="take part in federated DP-LoRA rounds")
     _round_args(t)
     t.add_argument(
+        "--protocol",
+        choices=["pairwise", "oneshot"],
+        default="pairwise",
+        help="the aggregator's protocol: pairwise (SecAgg+, four messages a round) or oneshot "
+        "(one message a round: train, upload, next round) (default: %(default)s)",
+    )
+    t.add_argument(
         "--model",
         default="tiny",
         metavar="tiny|smollm2|PATH",

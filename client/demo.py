@@ -148,7 +148,7 @@ class Demo:
     # -- the run --------------------------------------------------------------------------
 
     def run_oneshot(self) -> int:
-        """``--protocol oneshot``: statistics rounds of the one-shot variant (secagg/SPEC.md
+        """``--protocol oneshot-stats``: statistics rounds of the one-shot variant (secagg/SPEC.md
         O1..O9) with real processes: members upload once and exit, a committee of three (of four
         candidates, chosen per round among those online) releases the sum; one client and one
         committee member are killed in the first round."""
@@ -211,7 +211,7 @@ class Demo:
         return 0 if ok and rounds == a.rounds else 1
 
     def run(self) -> int:
-        if getattr(self.args, "protocol", "pairwise") == "oneshot":
+        if getattr(self.args, "protocol", "pairwise") == "oneshot-stats":
             return self.run_oneshot()
         import torch
 
@@ -222,9 +222,18 @@ class Demo:
         a, s = self.args, self.s
         n, rounds = a.clients, a.rounds
         t = max(2, (2 * (n - 1)) // 3 + 1)
+        # One-shot rounds (SPEC.md O9): four more members are the decryptor committee's
+        # candidates (three sit per round); the DP noise is calibrated for sets of t clients,
+        # the fewest the committee releases. No norm proofs there yet (R4).
+        oneshot = getattr(a, "protocol", "pairwise") == "oneshot"
+        committee = list(range(n + 1, n + 5)) if oneshot else []
+        verify = a.verify and not oneshot
         _fresh(self.wd)
         say = print
-        say(f"== federated DP-LoRA demo: {n} clients, {rounds} rounds, model {s['model']} ==")
+        say(
+            f"== federated DP-LoRA demo: {n} clients, {rounds} rounds, model {s['model']}"
+            + (", one-shot aggregation ==" if oneshot else " ==")
+        )
         say(f"workdir {self.wd}")
         subprocess.run(  # noqa: S603 - our own interpreter and module
             [
@@ -233,7 +242,7 @@ class Demo:
                 "aggregator.cli",
                 "init-consortium",
                 "--members",
-                str(n),
+                str(n + len(committee)),
                 "--out",
                 str(self.wd / "consortium"),
             ],
@@ -312,9 +321,27 @@ class Demo:
                 "aggregator-ledger.db",
                 "--ledger-key",
                 str(keys / "aggregator.ledger.pem"),
-                *(["--verify"] if a.verify else []),
+                *(["--verify"] if verify else []),
+                *(
+                    [
+                        "--protocol", "oneshot",
+                        "--committee", ",".join(map(str, committee)),
+                        "--committee-size", "3",
+                        "--committee-threshold", "2",
+                        "--min-cohort", str(t),
+                        "--committee-timeout", "30",
+                    ]
+                    if oneshot
+                    else []
+                ),
             ],
-        )
+        )  # fmt: skip
+        for m in committee:
+            self._spawn(
+                f"committee-{m}",
+                ["-m", "client.committee_agent", "run", "--aggregator", f"127.0.0.1:{port}",
+                 "--consortium", "consortium", "--id", str(m)],
+            )  # fmt: skip
         victim = n if a.kill else None
         for i in range(1, n + 1):
             argv = [
@@ -346,10 +373,12 @@ class Demo:
                 argv += ["--cache", str(cache)]
             if "data" in s:  # each client trains on its own slice of your dataset
                 argv += ["--data", s["data"]]
-            if a.verify:
+            if oneshot:
+                argv += ["--protocol", "oneshot"]
+            if verify:
                 argv += ["--require-verification"]
             if victim == i:
-                argv += ["--fault", "kill:1:MASKED_INPUT"]
+                argv += ["--fault", "kill:1:UPLOAD" if oneshot else "kill:1:MASKED_INPUT"]
             if a.dump_updates:
                 argv += ["--dump-updates", f"clients/{i}/updates"]
             (self.wd / "clients" / str(i)).mkdir(parents=True, exist_ok=True)
@@ -363,10 +392,17 @@ class Demo:
             + (
                 "on (each update committed and norm-proven; the aggregate checked against the "
                 "commitments)"
-                if a.verify
+                if verify
+                else "off (not yet bound to one-shot uploads)"
+                if oneshot
                 else "off (--no-verify)"
             )
         )
+        if oneshot:
+            say(
+                f"one-shot aggregation: each client uploads once a round and may leave; a "
+                f"committee of 3 of members {committee} (2 to decrypt) releases only the sum"
+            )
 
         history = [{"round": "base", "loss": loss0, "ppl": math.exp(loss0)}]
         eps_rows: list[dict[str, Any]] = []
@@ -390,6 +426,7 @@ class Demo:
             eps_rows += [{"round": r, **e} for e in eps]
             rec_eps = [e["record_epsilon"] for e in eps if e["record_epsilon"] is not None]
             up = self._upload_bytes(summary)
+            summary["dropped"] = [u for u in summary["dropped"] if u <= n]  # not the committee
             say(
                 f"round {r}: {len(summary['included'])}/{n} survivors "
                 f"(dropped {summary['dropped'] or 'none'}), ~{up / 1e3:,.0f} kB up per client, "
@@ -490,6 +527,8 @@ class Demo:
         return f"`{self.s['data']}`" if "data" in self.s else "Python's docstrings"
 
     def _upload_bytes(self, summary: dict[str, Any]) -> float:
+        if summary.get("mode") == "oneshot":
+            return float(summary["upload_bytes_median"])
         return float(summary.get("upload_dim", summary["d"]) * summary["ring_bits"] / 8)
 
     def _epsilons(self, n: int, upto: int) -> list[dict[str, Any]]:
@@ -597,6 +636,14 @@ class Demo:
             f"`{self.s['model']}`, FFA-LoRA r={self.s['lora']['r']}; each client trains with "
             f"DP-SGD on its own slice of {self._corpus()} and adds a distributed discrete "
             f"Gaussian share (user-level noise multiplier {self.s['user_noise']}).",
+            "",
+            "Secure aggregation: "
+            + (
+                "one-shot (secagg/SPEC.md O1..O9): one upload per client and round; a committee "
+                "of 3 of 4 members, 2 needed to decrypt, released only each round's sum."
+                if getattr(self.args, "protocol", "pairwise") == "oneshot"
+                else "pairwise masking (SecAgg+, docs/protocol.md)."
+            ),
             "",
             "Contribution verification (docs/protocol.md §7): "
             + (
@@ -736,10 +783,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--protocol",
-        choices=["pairwise", "oneshot"],
+        choices=["pairwise", "oneshot", "oneshot-stats"],
         default="pairwise",
-        help="pairwise: the federated DP-LoRA demo over SecAgg+; oneshot: statistics rounds of "
-        "the one-shot variant with a decryptor committee (default: %(default)s)",
+        help="pairwise: the federated DP-LoRA demo over SecAgg+; oneshot: the same over "
+        "one-shot aggregation (one upload per client and round, a decryptor committee; no "
+        "norm proofs); oneshot-stats: plain statistics rounds of the one-shot variant "
+        "(default: %(default)s)",
     )
     ap.add_argument(
         "--model",

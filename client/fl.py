@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,15 @@ from dp.distributed import DistributedDPConfig, encode, round_privacy
 from dp.ledger import Budget, BudgetExceeded, PrivacyLedger, load_signing_key
 from protos.ops import utc_stamp
 from secagg import ClientPolicy, RoundConfig
+from secagg.oneshot import OneShotConfig, plaintext_bits_for
 
-__all__ = ["FlClientOptions", "FlContributor", "check_round_dp", "local_documents"]
+__all__ = [
+    "FlClientOptions",
+    "FlContributor",
+    "check_oneshot_dp",
+    "check_round_dp",
+    "local_documents",
+]
 
 log = logging.getLogger("secagg.client.fl")
 TASK_KIND = "dp-lora/v1"
@@ -80,6 +88,39 @@ def local_documents(options: FlClientOptions) -> list[str]:
     lo = options.slice_index * len(docs) // options.n_slices
     hi = (options.slice_index + 1) * len(docs) // options.n_slices
     return docs[lo:hi]
+
+
+def check_oneshot_dp(
+    dp_cfg: DistributedDPConfig,
+    config: OneShotConfig,
+    adapter_size: int,
+    max_corrupt: int | None = None,
+) -> None:
+    """The one-shot analogue of :func:`check_round_dp` (secagg/SPEC.md O9): the ring vector
+    must fit the round's grid for its ``n`` clients, and the noise must be calibrated for no
+    more contributors than the smallest set the committee releases (``min_cohort``), with at
+    least the corrupt contributors this client tolerates (``max_corrupt``; ``None``: the default
+    :class:`secagg.ClientPolicy`'s bound for a cohort of ``min_cohort``)."""
+    if (
+        dp_cfg.dim != adapter_size
+        or dp_cfg.encoded_dim != config.d
+        or dp_cfg.num_clients != config.n
+        or config.encoding.bits != plaintext_bits_for(config.n, dp_cfg.bits)
+    ):
+        raise AgentError("the DP parameters do not match the one-shot round's configuration")
+    if dp_cfg.min_survivors > config.min_cohort:
+        raise AgentError(
+            f"the round's DP noise is calibrated for {dp_cfg.min_survivors} contributors but the "
+            f"committee may release a set of {config.min_cohort}: refusing (docs/threats.md DP-10)"
+        )
+    corrupt = (
+        ClientPolicy().corrupt_bound(config.min_cohort) if max_corrupt is None else max_corrupt
+    )
+    if dp_cfg.max_corrupt < corrupt:
+        raise AgentError(
+            f"the round's DP noise assumes {dp_cfg.max_corrupt} corrupt contributors, this "
+            f"client tolerates {corrupt}: its guarantee would not hold (docs/threats.md DP-10)"
+        )
 
 
 def check_round_dp(
@@ -143,6 +184,34 @@ class FlContributor:
         return self.model
 
     def contribute(self, config: RoundConfig, task: bytes, model: bytes) -> npt.NDArray[np.uint32]:
+        """A pairwise (SecAgg+) round: this member's distributed-DP ring vector."""
+
+        def check(dp_cfg: DistributedDPConfig, size: int) -> None:
+            check_round_dp(dp_cfg, config, size, self.options.max_corrupt)
+
+        return self._train_and_encode(config.round, task, model, check)[0]
+
+    def contribute_oneshot(
+        self, config: OneShotConfig, task: bytes, model: bytes
+    ) -> npt.NDArray[np.int64]:
+        """A one-shot round: the same ring vector, centred, for
+        :meth:`secagg.oneshot.OneShotClient.upload_ints` (secagg/SPEC.md O9)."""
+
+        def check(dp_cfg: DistributedDPConfig, size: int) -> None:
+            check_oneshot_dp(dp_cfg, config, size, self.options.max_corrupt)
+
+        ring, dp_cfg = self._train_and_encode(config.round, task, model, check)
+        centred = ring.astype(np.int64)
+        centred[centred >= dp_cfg.modulus // 2] -= dp_cfg.modulus
+        return centred
+
+    def _train_and_encode(
+        self,
+        round_number: int,
+        task: bytes,
+        model: bytes,
+        check: Callable[[DistributedDPConfig, int], None],
+    ) -> tuple[npt.NDArray[np.uint32], DistributedDPConfig]:
         tr = self.tr
         try:
             doc = json.loads(task)
@@ -157,7 +226,7 @@ class FlContributor:
         if mine.digest != spec.digest:
             raise AgentError("the round's adapter layout differs from this client's (SA-15)")
         dp_cfg = DistributedDPConfig.from_canonical(doc["dp"].encode())
-        check_round_dp(dp_cfg, config, spec.size, self.options.max_corrupt)
+        check(dp_cfg, spec.size)
         glob = np.frombuffer(model, dtype="<f4")
         tr.vector_to_adapter(net, glob, spec)
 
@@ -180,7 +249,7 @@ class FlContributor:
             rep = self.ledger.preview(ev, client_id=who, run_id=run, budget=b)
             if rep.epsilon > b.epsilon:
                 raise BudgetExceeded(
-                    f"client {who}: round {config.round} would spend epsilon {rep.epsilon:.3g} "
+                    f"client {who}: round {round_number} would spend epsilon {rep.epsilon:.3g} "
                     f"> budget {b.epsilon:g} ({ev.unit.value}-level); refusing to train",
                     client_id=who,
                     run_id=run,
@@ -194,7 +263,7 @@ class FlContributor:
             record_event,
             client_id=who,
             run_id=run,
-            round_index=config.round,
+            round_index=round_number,
             budget=record_budget,
             timestamp=now,
         )
@@ -202,7 +271,7 @@ class FlContributor:
             user_event,
             client_id=who,
             run_id=run,
-            round_index=config.round,
+            round_index=round_number,
             budget=user_budget,
             timestamp=now,
         )
@@ -221,10 +290,10 @@ class FlContributor:
         ring = encode(res.delta_vector.astype(np.float64), dp_cfg, seed)
         if self.options.dump_dir is not None:
             self.options.dump_dir.mkdir(parents=True, exist_ok=True)
-            np.save(self.options.dump_dir / f"update-{config.round}.npy", res.delta_vector)
-            np.save(self.options.dump_dir / f"ring-{config.round}.npy", ring)
+            np.save(self.options.dump_dir / f"update-{round_number}.npy", res.delta_vector)
+            np.save(self.options.dump_dir / f"ring-{round_number}.npy", ring)
         self.last = {
-            "round": config.round,
+            "round": round_number,
             "train_loss": res.mean_loss,
             "update_l2": float(np.linalg.norm(res.delta_vector)),
             "seconds": res.seconds,
@@ -233,10 +302,10 @@ class FlContributor:
         log.info(
             "client %s: round %d trained %d steps (loss %.3f, |update| %.3g) in %.1f s",
             who,
-            config.round,
+            round_number,
             steps,
             res.mean_loss,
             self.last["update_l2"],
             res.seconds,
         )
-        return ring
+        return ring, dp_cfg

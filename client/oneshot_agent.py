@@ -2,6 +2,11 @@
 keys), make the single upload with :class:`secagg.oneshot.OneShotClient` under this member's
 registered identity, stream it, and leave: no further message, no waiting for the outcome.
 
+A statistics round uploads ``provider(config)``; a task round (federated DP-LoRA) carries its
+task document and global model, which must match the digests in the committee-signed config,
+and uploads what a :class:`OneShotContributor` makes of them (its distributed-DP ring vector,
+centred). Keys and policy are checked before any training, so a bogus round spends no budget.
+
 Transient errors (UNAVAILABLE, RESOURCE_EXHAUSTED) are retried with exponential backoff; a
 retried upload is the same bytes, and ALREADY_EXISTS means an earlier attempt landed.
 Run it: ``secagg-client join --protocol oneshot --consortium BUNDLE --id I --input x.npy``.
@@ -9,12 +14,13 @@ Run it: ``secagg-client join --protocol oneshot --consortium BUNDLE --id I --inp
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 import grpc
 import numpy as np
@@ -27,14 +33,25 @@ from protos.secagg.oneshot.v1 import oneshot_pb2 as pb
 from protos.secagg.oneshot.v1 import oneshot_pb2_grpc as pb_grpc
 from secagg import SecAggError
 from secagg.oneshot import OneShotClient, OneShotConfig, OneShotPolicy
+from secagg.oneshot.client import check_member_keys
 
-__all__ = ["OneShotAgentOptions", "OneShotClientAgent"]
+__all__ = ["OneShotAgentOptions", "OneShotClientAgent", "OneShotContributor"]
 
 log = logging.getLogger("secagg.client.oneshot")
 _T = TypeVar("_T")
 _MAX_MESSAGE = 1 << 30
 
 OneShotInputProvider = Callable[[OneShotConfig], npt.ArrayLike]
+
+
+@runtime_checkable
+class OneShotContributor(Protocol):
+    """Turns a task round's public task and global model into this client's centred integers
+    on the round's grid (:meth:`client.fl.FlContributor.contribute_oneshot`)."""
+
+    def contribute_oneshot(
+        self, config: OneShotConfig, task: bytes, model: bytes
+    ) -> npt.NDArray[np.int64]: ...
 
 
 @dataclass(frozen=True)
@@ -53,12 +70,13 @@ class OneShotAgentOptions:
 
 
 class OneShotClientAgent:
-    """Runs ``options.rounds`` one-shot rounds, contributing ``provider(config)`` in each."""
+    """Runs ``options.rounds`` one-shot rounds, contributing ``provider(config)`` in each (or,
+    given a :class:`OneShotContributor`, what it makes of each round's task)."""
 
     def __init__(
         self,
         options: OneShotAgentOptions,
-        provider: OneShotInputProvider,
+        provider: OneShotInputProvider | OneShotContributor,
         *,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -115,6 +133,19 @@ class OneShotClientAgent:
                     continue
                 raise
 
+    @staticmethod
+    def _job(cfg: OneShotConfig, info: pb.RoundInfo) -> tuple[bytes, bytes]:
+        """The round's task and model, checked against the config's digests (SA-06)."""
+        task, model = bytes(info.task), bytes(info.model)
+        for what, blob, want in (
+            ("task", task, cfg.task_digest),
+            ("model", model, cfg.model_digest),
+        ):
+            got = hashlib.sha256(blob).digest() if blob else bytes(32)
+            if got != want:
+                raise AgentError(f"the round's {what} does not match its digest: refusing")
+        return task, model
+
     def _one_round(self, info: pb.RoundInfo) -> RoundReport:
         t0 = self.clock()
         me = self.client_id
@@ -124,8 +155,17 @@ class OneShotClientAgent:
             client = OneShotClient(
                 cfg, me, self._identity, self.identities, policy=self.options.policy
             )
-            upload = client.upload(np.asarray(self.provider(cfg), dtype=np.float64), keys)
-        except (SecAggError, wire.WireError) as exc:
+            # Before any training: the committee signed this config, whose digests name the job.
+            check_member_keys(cfg, keys, self.identities)
+            task, model = self._job(cfg, info)
+            if isinstance(self.provider, OneShotContributor):
+                ints = self.provider.contribute_oneshot(cfg, task, model)
+                upload = client.upload_ints(ints, keys)
+            elif task:
+                raise AgentError("this client only does statistics rounds; the round has a task")
+            else:
+                upload = client.upload(np.asarray(self.provider(cfg), dtype=np.float64), keys)
+        except (SecAggError, wire.WireError, AgentError) as exc:
             log.warning("client %d: round %d refused: %s", me, info.config.round, exc)
             return RoundReport(info.config.round, False, (), f"refused: {exc}", self.clock() - t0)
         log.info("client %d: round %d, %s", me, cfg.round, cfg.describe())

@@ -64,6 +64,8 @@ def config_to_pb(cfg: OneShotConfig) -> pb.OneShotConfig:
         bits=cfg.encoding.bits,
         level_bits=cfg.level_bits,
         config_digest=cfg.digest,
+        task_digest=cfg.task_digest,
+        model_digest=cfg.model_digest,
     )
 
 
@@ -73,6 +75,9 @@ def config_from_pb(msg: pb.OneShotConfig) -> OneShotConfig:
         raise WireError("session_id must be 16 bytes and config_digest 32")
     if len(msg.committee) > 64:
         raise WireError("committee too large")
+    for name in ("task_digest", "model_digest"):
+        if len(getattr(msg, name)) not in (0, _DIGEST):
+            raise WireError(f"{name} must be 32 bytes")
     try:
         cfg = OneShotConfig(
             n=msg.n,
@@ -86,6 +91,8 @@ def config_from_pb(msg: pb.OneShotConfig) -> OneShotConfig:
             session_id=bytes(msg.session_id),
             round=msg.round,
             version=msg.version,
+            task_digest=bytes(msg.task_digest) or bytes(_DIGEST),
+            model_digest=bytes(msg.model_digest) or bytes(_DIGEST),
         )
     except ConfigError as exc:
         raise WireError(f"bad round config: {exc}") from None

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from aggregator.cli import main as aggregator_main
 from aggregator.oneshot_service import choose_committee
@@ -215,3 +216,61 @@ def test_wire_decoders_raise_only_wire_errors(muts) -> None:  # type: ignore[no-
     key = _mutate(wire.member_key_to_pb(r.keys[0]), muts)
     with contextlib.suppress(wire.WireError):
         wire.member_key_from_pb(key)
+
+
+def test_a_client_refuses_dp_parameters_that_do_not_fit_the_one_shot_round() -> None:
+    """SPEC.md O9: before training, a DP-LoRA client checks that the task's DP parameters are
+    for this round's grid and clients, calibrated for no more than the smallest released set,
+    and tolerate at least the corrupt contributors it demands (docs/threats.md DP-10)."""
+    from dataclasses import replace
+
+    from client.agent import AgentError
+    from client.fl import check_oneshot_dp
+    from dp.distributed import DistributedDPConfig
+    from secagg import ClientPolicy
+    from secagg.oneshot import plaintext_bits_for
+
+    n, dim, cohort = 8, 40, 4
+    corrupt = ClientPolicy().corrupt_bound(cohort)
+    assert corrupt >= 1
+
+    def dp(**kw: object) -> DistributedDPConfig:
+        args: dict[str, object] = dict(
+            l2_clip=1.0, dim=dim, num_clients=n, min_survivors=cohort, noise_multiplier=0.5,
+            bits=16, max_corrupt=corrupt,
+        )  # fmt: skip
+        return DistributedDPConfig.calibrated(**{**args, **kw})  # type: ignore[arg-type]
+
+    good = dp()
+    cfg = OneShotConfig(
+        n=n, d=good.encoded_dim, committee=(1, 2, 3), threshold=2, min_cohort=cohort,
+        bits=plaintext_bits_for(n, good.bits),
+    )  # fmt: skip
+    check_oneshot_dp(good, cfg, dim)
+    refusals = [
+        (good, cfg, dim + 1, "do not match"),  # another adapter
+        (good, replace(cfg, d=good.encoded_dim * 2), dim, "do not match"),
+        (good, replace(cfg, bits=cfg.encoding.bits + 1), dim, "do not match"),
+        (dp(num_clients=n + 1), cfg, dim, "do not match"),
+        (dp(min_survivors=cohort + 1), cfg, dim, "calibrated for 5 contributors"),
+        (dp(max_corrupt=corrupt - 1), cfg, dim, "corrupt"),
+    ]
+    for dp_cfg, round_cfg, size, match in refusals:
+        with pytest.raises(AgentError, match=match):
+            check_oneshot_dp(dp_cfg, round_cfg, size)
+    with pytest.raises(AgentError, match="corrupt"):  # a client demanding a wider margin
+        check_oneshot_dp(good, cfg, dim, max_corrupt=corrupt + 1)
+
+
+@given(st.binary(min_size=32, max_size=32), st.binary(min_size=32, max_size=32))
+def test_job_digests_round_trip_the_wire_and_name_the_round(task: bytes, model: bytes) -> None:
+    from dataclasses import replace
+
+    base = OneShotConfig(n=6, d=64, committee=(4, 5, 6), threshold=2, bits=16)
+    base = base.with_session(bytes(16), 3)
+    if task == bytes(32):
+        model = bytes(32)
+    cfg = replace(base, task_digest=task, model_digest=model)
+    back = wire.config_from_pb(wire.config_to_pb(cfg))
+    assert back == cfg and back.digest == cfg.digest
+    assert (cfg.digest == base.digest) == (task == bytes(32))

@@ -90,7 +90,10 @@ class OneShotConfig:
 
     ``n`` is the most clients whose sum must not wrap (the registry's size); ``committee`` the
     member ids (sorted) holding shares of the secrets, ``threshold`` (t_c > c / 2) of them
-    decrypt; ``min_cohort`` the fewest clients a released sum may hold.
+    decrypt; ``min_cohort`` the fewest clients a released sum may hold. ``task_digest`` and
+    ``model_digest`` (SHA-256, all zero for a statistics round) name the job a task round
+    computes, e.g. federated DP-LoRA: bound into :attr:`digest`, so every member's key and
+    every client's upload is for the same job (SPEC.md O9).
     """
 
     n: int
@@ -104,6 +107,8 @@ class OneShotConfig:
     session_id: bytes | None = None
     round: int = 0
     version: int = ONESHOT_PROTOCOL_VERSION
+    task_digest: bytes = bytes(32)
+    model_digest: bytes = bytes(32)
 
     def __post_init__(self) -> None:
         if not 2 <= self.n < 2**32:
@@ -125,6 +130,10 @@ class OneShotConfig:
             raise ConfigError("session_id must be 16 bytes")
         if not 0 <= self.round < 2**64:
             raise ConfigError("round must fit in 64 bits")
+        if len(self.task_digest) != 32 or len(self.model_digest) != 32:
+            raise ConfigError("task_digest and model_digest must be 32 bytes")
+        if self.task_digest == bytes(32) and self.model_digest != bytes(32):
+            raise ConfigError("a round with a model must have a task")
         if self.version != ONESHOT_PROTOCOL_VERSION:
             raise ConfigError(f"unsupported one-shot protocol version {self.version}")
         _ = self.ring  # ConfigError when the cohort cannot fit under the 128-bit bound
@@ -191,6 +200,9 @@ class OneShotConfig:
             "error": f"cbd{CBD_ETA}",
             "secret": "ternary",
         }
+        if self.task_digest != bytes(32):  # statistics rounds keep their earlier digest
+            doc["task_digest"] = self.task_digest.hex()
+            doc["model_digest"] = self.model_digest.hex()
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
     @cached_property

@@ -14,7 +14,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&protos/secagg/oneshot/v1/oneshot.proto\x12\x11secagg.oneshot.v1\"\xda\x01\n\rOneShotConfig\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\x0c\x12\r\n\x05round\x18\x03 \x01(\x04\x12\t\n\x01n\x18\x04 \x01(\r\x12\t\n\x01\x64\x18\x05 \x01(\r\x12\x11\n\tcommittee\x18\x06 \x03(\r\x12\x11\n\tthreshold\x18\x07 \x01(\r\x12\x12\n\nmin_cohort\x18\x08 \x01(\r\x12\x0c\n\x04\x63lip\x18\t \x01(\x01\x12\x0c\n\x04\x62its\x18\n \x01(\r\x12\x12\n\nlevel_bits\x18\x0b \x01(\r\x12\x15\n\rconfig_digest\x18\x0c \x01(\x0c\"E\n\tMemberKey\x12\x11\n\tmember_id\x18\x01 \x01(\r\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"9\n\x0fGetRoundRequest\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x13\n\x0b\x61\x66ter_round\x18\x02 \x01(\x03\"\x96\x01\n\tRoundInfo\x12\x30\n\x06\x63onfig\x18\x01 \x01(\x0b\x32 .secagg.oneshot.v1.OneShotConfig\x12\x31\n\x0bmember_keys\x18\x02 \x03(\x0b\x32\x1c.secagg.oneshot.v1.MemberKey\x12\x12\n\ndeadline_s\x18\x03 \x01(\x01\x12\x10\n\x08\x66inished\x18\x04 \x01(\x08\"\x94\x01\n\nUploadPart\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x12\n\nsession_id\x18\x02 \x01(\x0c\x12\x0e\n\x06sender\x18\x03 \x01(\r\x12\r\n\x05index\x18\x04 \x01(\r\x12\x0e\n\x06masked\x18\x05 \x01(\x0c\x12\x11\n\tephemeral\x18\x06 \x01(\x0c\x12\x0e\n\x06shares\x18\x07 \x03(\x0c\x12\x11\n\tsignature\x18\x08 \x01(\x0c\"\x1a\n\tUploadAck\x12\r\n\x05parts\x18\x01 \x01(\r\"\x87\x01\n\x0eShareForMember\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x11\n\tephemeral\x18\x02 \x01(\x0c\x12\x15\n\rmasked_digest\x18\x03 \x01(\x0c\x12\x15\n\rshare_digests\x18\x04 \x01(\x0c\x12\x0e\n\x06sealed\x18\x05 \x01(\x0c\x12\x11\n\tsignature\x18\x06 \x01(\x0c\"4\n\x0cSetSignature\x12\x11\n\tmember_id\x18\x01 \x01(\r\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x82\x01\n\tCheckTask\x12\x30\n\x06\x63onfig\x18\x01 \x01(\x0b\x32 .secagg.oneshot.v1.OneShotConfig\x12\x10\n\x08included\x18\x02 \x03(\r\x12\x31\n\x06shares\x18\x03 \x03(\x0b\x32!.secagg.oneshot.v1.ShareForMember\"N\n\x08SignTask\x12\x30\n\x06\x63onfig\x18\x01 \x01(\x0b\x32 .secagg.oneshot.v1.OneShotConfig\x12\x10\n\x08included\x18\x02 \x03(\r\"\x86\x01\n\x0bReleaseTask\x12\x30\n\x06\x63onfig\x18\x01 \x01(\x0b\x32 .secagg.oneshot.v1.OneShotConfig\x12\x10\n\x08included\x18\x02 \x03(\r\x12\x33\n\nsignatures\x18\x03 \x03(\x0b\x32\x1f.secagg.oneshot.v1.SetSignature\" \n\x0bTaskRequest\x12\x11\n\tmember_id\x18\x01 \x01(\r\"\xb7\x02\n\rCommitteeTask\x12\x0f\n\x07task_id\x18\x01 \x01(\x04\x12\x36\n\nopen_round\x18\n \x01(\x0b\x32 .secagg.oneshot.v1.OneShotConfigH\x00\x12-\n\x05\x63heck\x18\x0b \x01(\x0b\x32\x1c.secagg.oneshot.v1.CheckTaskH\x00\x12+\n\x04sign\x18\x0c \x01(\x0b\x32\x1b.secagg.oneshot.v1.SignTaskH\x00\x12\x31\n\x07release\x18\r \x01(\x0b\x32\x1e.secagg.oneshot.v1.ReleaseTaskH\x00\x12\x32\n\x06\x66orget\x18\x0e \x01(\x0b\x32 .secagg.oneshot.v1.OneShotConfigH\x00\x12\x12\n\x08\x66inished\x18\x0f \x01(\x08H\x00\x42\x06\n\x04\x62ody\"-\n\tComplaint\x12\x10\n\x08\x63ulprits\x18\x01 \x03(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\".\n\x08ShareSum\x12\x10\n\x08included\x18\x01 \x03(\r\x12\x10\n\x08residues\x18\x02 \x01(\x0c\"\x19\n\x07Refusal\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xdb\x02\n\x0f\x43ommitteeAnswer\x12\x0f\n\x07task_id\x18\x01 \x01(\x04\x12\x11\n\tmember_id\x18\x02 \x01(\r\x12+\n\x03key\x18\n \x01(\x0b\x32\x1c.secagg.oneshot.v1.MemberKeyH\x00\x12\x11\n\x07\x63hecked\x18\x0b \x01(\x08H\x00\x12\x31\n\tcomplaint\x18\x0c \x01(\x0b\x32\x1c.secagg.oneshot.v1.ComplaintH\x00\x12\x38\n\rset_signature\x18\r \x01(\x0b\x32\x1f.secagg.oneshot.v1.SetSignatureH\x00\x12\x30\n\tshare_sum\x18\x0e \x01(\x0b\x32\x1b.secagg.oneshot.v1.ShareSumH\x00\x12-\n\x07refusal\x18\x0f \x01(\x0b\x32\x1a.secagg.oneshot.v1.RefusalH\x00\x12\x0e\n\x04\x64one\x18\x10 \x01(\x08H\x00\x42\x06\n\x04\x62ody\"\x0b\n\tAnswerAck2\xc4\x02\n\x11OneShotAggregator\x12L\n\x08GetRound\x12\".secagg.oneshot.v1.GetRoundRequest\x1a\x1c.secagg.oneshot.v1.RoundInfo\x12G\n\x06Upload\x12\x1d.secagg.oneshot.v1.UploadPart\x1a\x1c.secagg.oneshot.v1.UploadAck(\x01\x12L\n\x08NextTask\x12\x1e.secagg.oneshot.v1.TaskRequest\x1a .secagg.oneshot.v1.CommitteeTask\x12J\n\x06\x41nswer\x12\".secagg.oneshot.v1.CommitteeAnswer\x1a\x1c.secagg.oneshot.v1.AnswerAckb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&protos/secagg/oneshot/v1/oneshot.proto\x12\x11secagg.oneshot.v1\"\x85\x02\n\rOneShotConfig\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\x0c\x12\r\n\x05round\x18\x03 \x01(\x04\x12\t\n\x01n\x18\x04 \x01(\r\x12\t\n\x01\x64\x18\x05 \x01(\r\x12\x11\n\tcommittee\x18\x06 \x03(\r\x12\x11\n\tthreshold\x18\x07 \x01(\r\x12\x12\n\nmin_cohort\x18\x08 \x01(\r\x12\x0c\n\x04\x63lip\x18\t \x01(\x01\x12\x0c\n\x04\x62its\x18\n \x01(\r\x12\x12\n\nlevel_bits\x18\x0b \x01(\r\x12\x15\n\rconfig_digest\x18\x0c \x01(\x0c\x12\x13\n\x0btask_digest\x18\r \x01(\x0c\x12\x14\n\x0cmodel_digest\x18\x0e \x01(\x0c\"E\n\tMemberKey\x12\x11\n\tmember_id\x18\x01 \x01(\r\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"9\n\x0fGetRoundRequest\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x13\n\x0b\x61\x66ter_round\x18\x02 \x01(\x03\"\xb3\x01\n\tRoundInfo\x12\x30\n\x06\x63onfig\x18\x01 \x01(\x0b\x32 .secagg.oneshot.v1.OneShotConfig\x12\x31\n\x0bmember_keys\x18\x02 \x03(\x0b\x32\x1c.secagg.oneshot.v1.MemberKey\x12\x12\n\ndeadline_s\x18\x03 \x01(\x01\x12\x10\n\x08\x66inished\x18\x04 \x01(\x08\x12\x0c\n\x04task\x18\x05 \x01(\x0c\x12\r\n\x05model\x18\x06 \x01(\x0c\"\x94\x01\n\nUploadPart\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x12\n\nsession_id\x18\x02 \x01(\x0c\x12\x0e\n\x06sender\x18\x03 \x01(\r\x12\r\n\x05index\x18\x04 \x01(\r\x12\x0e\n\x06masked\x18\x05 \x01(\x0c\x12\x11\n\tephemeral\x18\x06 \x01(\x0c\x12\x0e\n\x06shares\x18\x07 \x03(\x0c\x12\x11\n\tsignature\x18\x08 \x01(\x0c\"\x1a\n\tUploadAck\x12\r\n\x05parts\x18\x01 \x01(\r\"\x87\x01\n\x0eShareForMember\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x11\n\tephemeral\x18\x02 \x01(\x0c\x12\x15\n\rmasked_digest\x18\x03 \x01(\x0c\x12\x15\n\rshare_digests\x18\x04 \x01(\x0c\x12\x0e\n\x06sealed\x18\x05 \x01(\x0c\x12\x11\n\tsignature\x18\x06 \x01(\x0c\"4\n\x0cSetSignature\x12\x11\n\tmember_id\x18\x01 \x01(\r\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x82\x01\n\tCheckTask\x12\x30\n\x06\x63onfig\x18\x01 \x01(\x0b\x32 .secagg.oneshot.v1.OneShotConfig\x12\x10\n\x08included\x18\x02 \x03(\r\x12\x31\n\x06shares\x18\x03 \x03(\x0b\x32!.secagg.oneshot.v1.ShareForMember\"N\n\x08SignTask\x12\x30\n\x06\x63onfig\x18\x01 \x01(\x0b\x32 .secagg.oneshot.v1.OneShotConfig\x12\x10\n\x08included\x18\x02 \x03(\r\"\x86\x01\n\x0bReleaseTask\x12\x30\n\x06\x63onfig\x18\x01 \x01(\x0b\x32 .secagg.oneshot.v1.OneShotConfig\x12\x10\n\x08included\x18\x02 \x03(\r\x12\x33\n\nsignatures\x18\x03 \x03(\x0b\x32\x1f.secagg.oneshot.v1.SetSignature\" \n\x0bTaskRequest\x12\x11\n\tmember_id\x18\x01 \x01(\r\"\xb7\x02\n\rCommitteeTask\x12\x0f\n\x07task_id\x18\x01 \x01(\x04\x12\x36\n\nopen_round\x18\n \x01(\x0b\x32 .secagg.oneshot.v1.OneShotConfigH\x00\x12-\n\x05\x63heck\x18\x0b \x01(\x0b\x32\x1c.secagg.oneshot.v1.CheckTaskH\x00\x12+\n\x04sign\x18\x0c \x01(\x0b\x32\x1b.secagg.oneshot.v1.SignTaskH\x00\x12\x31\n\x07release\x18\r \x01(\x0b\x32\x1e.secagg.oneshot.v1.ReleaseTaskH\x00\x12\x32\n\x06\x66orget\x18\x0e \x01(\x0b\x32 .secagg.oneshot.v1.OneShotConfigH\x00\x12\x12\n\x08\x66inished\x18\x0f \x01(\x08H\x00\x42\x06\n\x04\x62ody\"-\n\tComplaint\x12\x10\n\x08\x63ulprits\x18\x01 \x03(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\".\n\x08ShareSum\x12\x10\n\x08included\x18\x01 \x03(\r\x12\x10\n\x08residues\x18\x02 \x01(\x0c\"\x19\n\x07Refusal\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xdb\x02\n\x0f\x43ommitteeAnswer\x12\x0f\n\x07task_id\x18\x01 \x01(\x04\x12\x11\n\tmember_id\x18\x02 \x01(\r\x12+\n\x03key\x18\n \x01(\x0b\x32\x1c.secagg.oneshot.v1.MemberKeyH\x00\x12\x11\n\x07\x63hecked\x18\x0b \x01(\x08H\x00\x12\x31\n\tcomplaint\x18\x0c \x01(\x0b\x32\x1c.secagg.oneshot.v1.ComplaintH\x00\x12\x38\n\rset_signature\x18\r \x01(\x0b\x32\x1f.secagg.oneshot.v1.SetSignatureH\x00\x12\x30\n\tshare_sum\x18\x0e \x01(\x0b\x32\x1b.secagg.oneshot.v1.ShareSumH\x00\x12-\n\x07refusal\x18\x0f \x01(\x0b\x32\x1a.secagg.oneshot.v1.RefusalH\x00\x12\x0e\n\x04\x64one\x18\x10 \x01(\x08H\x00\x42\x06\n\x04\x62ody\"\x0b\n\tAnswerAck2\xc4\x02\n\x11OneShotAggregator\x12L\n\x08GetRound\x12\".secagg.oneshot.v1.GetRoundRequest\x1a\x1c.secagg.oneshot.v1.RoundInfo\x12G\n\x06Upload\x12\x1d.secagg.oneshot.v1.UploadPart\x1a\x1c.secagg.oneshot.v1.UploadAck(\x01\x12L\n\x08NextTask\x12\x1e.secagg.oneshot.v1.TaskRequest\x1a .secagg.oneshot.v1.CommitteeTask\x12J\n\x06\x41nswer\x12\".secagg.oneshot.v1.CommitteeAnswer\x1a\x1c.secagg.oneshot.v1.AnswerAckb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -22,41 +22,41 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.secagg.oneshot.v1.on
 if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
   _globals['_ONESHOTCONFIG']._serialized_start=62
-  _globals['_ONESHOTCONFIG']._serialized_end=280
-  _globals['_MEMBERKEY']._serialized_start=282
-  _globals['_MEMBERKEY']._serialized_end=351
-  _globals['_GETROUNDREQUEST']._serialized_start=353
-  _globals['_GETROUNDREQUEST']._serialized_end=410
-  _globals['_ROUNDINFO']._serialized_start=413
-  _globals['_ROUNDINFO']._serialized_end=563
-  _globals['_UPLOADPART']._serialized_start=566
-  _globals['_UPLOADPART']._serialized_end=714
-  _globals['_UPLOADACK']._serialized_start=716
-  _globals['_UPLOADACK']._serialized_end=742
-  _globals['_SHAREFORMEMBER']._serialized_start=745
-  _globals['_SHAREFORMEMBER']._serialized_end=880
-  _globals['_SETSIGNATURE']._serialized_start=882
-  _globals['_SETSIGNATURE']._serialized_end=934
-  _globals['_CHECKTASK']._serialized_start=937
-  _globals['_CHECKTASK']._serialized_end=1067
-  _globals['_SIGNTASK']._serialized_start=1069
-  _globals['_SIGNTASK']._serialized_end=1147
-  _globals['_RELEASETASK']._serialized_start=1150
-  _globals['_RELEASETASK']._serialized_end=1284
-  _globals['_TASKREQUEST']._serialized_start=1286
-  _globals['_TASKREQUEST']._serialized_end=1318
-  _globals['_COMMITTEETASK']._serialized_start=1321
-  _globals['_COMMITTEETASK']._serialized_end=1632
-  _globals['_COMPLAINT']._serialized_start=1634
-  _globals['_COMPLAINT']._serialized_end=1679
-  _globals['_SHARESUM']._serialized_start=1681
-  _globals['_SHARESUM']._serialized_end=1727
-  _globals['_REFUSAL']._serialized_start=1729
-  _globals['_REFUSAL']._serialized_end=1754
-  _globals['_COMMITTEEANSWER']._serialized_start=1757
-  _globals['_COMMITTEEANSWER']._serialized_end=2104
-  _globals['_ANSWERACK']._serialized_start=2106
-  _globals['_ANSWERACK']._serialized_end=2117
-  _globals['_ONESHOTAGGREGATOR']._serialized_start=2120
-  _globals['_ONESHOTAGGREGATOR']._serialized_end=2444
+  _globals['_ONESHOTCONFIG']._serialized_end=323
+  _globals['_MEMBERKEY']._serialized_start=325
+  _globals['_MEMBERKEY']._serialized_end=394
+  _globals['_GETROUNDREQUEST']._serialized_start=396
+  _globals['_GETROUNDREQUEST']._serialized_end=453
+  _globals['_ROUNDINFO']._serialized_start=456
+  _globals['_ROUNDINFO']._serialized_end=635
+  _globals['_UPLOADPART']._serialized_start=638
+  _globals['_UPLOADPART']._serialized_end=786
+  _globals['_UPLOADACK']._serialized_start=788
+  _globals['_UPLOADACK']._serialized_end=814
+  _globals['_SHAREFORMEMBER']._serialized_start=817
+  _globals['_SHAREFORMEMBER']._serialized_end=952
+  _globals['_SETSIGNATURE']._serialized_start=954
+  _globals['_SETSIGNATURE']._serialized_end=1006
+  _globals['_CHECKTASK']._serialized_start=1009
+  _globals['_CHECKTASK']._serialized_end=1139
+  _globals['_SIGNTASK']._serialized_start=1141
+  _globals['_SIGNTASK']._serialized_end=1219
+  _globals['_RELEASETASK']._serialized_start=1222
+  _globals['_RELEASETASK']._serialized_end=1356
+  _globals['_TASKREQUEST']._serialized_start=1358
+  _globals['_TASKREQUEST']._serialized_end=1390
+  _globals['_COMMITTEETASK']._serialized_start=1393
+  _globals['_COMMITTEETASK']._serialized_end=1704
+  _globals['_COMPLAINT']._serialized_start=1706
+  _globals['_COMPLAINT']._serialized_end=1751
+  _globals['_SHARESUM']._serialized_start=1753
+  _globals['_SHARESUM']._serialized_end=1799
+  _globals['_REFUSAL']._serialized_start=1801
+  _globals['_REFUSAL']._serialized_end=1826
+  _globals['_COMMITTEEANSWER']._serialized_start=1829
+  _globals['_COMMITTEEANSWER']._serialized_end=2176
+  _globals['_ANSWERACK']._serialized_start=2178
+  _globals['_ANSWERACK']._serialized_end=2189
+  _globals['_ONESHOTAGGREGATOR']._serialized_start=2192
+  _globals['_ONESHOTAGGREGATOR']._serialized_end=2516
 # @@protoc_insertion_point(module_scope)

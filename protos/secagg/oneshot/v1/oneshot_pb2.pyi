@@ -6,7 +6,7 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class OneShotConfig(_message.Message):
-    __slots__ = ("version", "session_id", "round", "n", "d", "committee", "threshold", "min_cohort", "clip", "bits", "level_bits", "config_digest")
+    __slots__ = ("version", "session_id", "round", "n", "d", "committee", "threshold", "min_cohort", "clip", "bits", "level_bits", "config_digest", "task_digest", "model_digest")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,8 @@ class OneShotConfig(_message.Message):
     BITS_FIELD_NUMBER: _ClassVar[int]
     LEVEL_BITS_FIELD_NUMBER: _ClassVar[int]
     CONFIG_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    TASK_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
     version: int
     session_id: bytes
     round: int
@@ -31,7 +33,9 @@ class OneShotConfig(_message.Message):
     bits: int
     level_bits: int
     config_digest: bytes
-    def __init__(self, version: _Optional[int] = ..., session_id: _Optional[bytes] = ..., round: _Optional[int] = ..., n: _Optional[int] = ..., d: _Optional[int] = ..., committee: _Optional[_Iterable[int]] = ..., threshold: _Optional[int] = ..., min_cohort: _Optional[int] = ..., clip: _Optional[float] = ..., bits: _Optional[int] = ..., level_bits: _Optional[int] = ..., config_digest: _Optional[bytes] = ...) -> None: ...
+    task_digest: bytes
+    model_digest: bytes
+    def __init__(self, version: _Optional[int] = ..., session_id: _Optional[bytes] = ..., round: _Optional[int] = ..., n: _Optional[int] = ..., d: _Optional[int] = ..., committee: _Optional[_Iterable[int]] = ..., threshold: _Optional[int] = ..., min_cohort: _Optional[int] = ..., clip: _Optional[float] = ..., bits: _Optional[int] = ..., level_bits: _Optional[int] = ..., config_digest: _Optional[bytes] = ..., task_digest: _Optional[bytes] = ..., model_digest: _Optional[bytes] = ...) -> None: ...
 
 class MemberKey(_message.Message):
     __slots__ = ("member_id", "public_key", "signature")
@@ -52,16 +56,20 @@ class GetRoundRequest(_message.Message):
     def __init__(self, client_id: _Optional[int] = ..., after_round: _Optional[int] = ...) -> None: ...
 
 class RoundInfo(_message.Message):
-    __slots__ = ("config", "member_keys", "deadline_s", "finished")
+    __slots__ = ("config", "member_keys", "deadline_s", "finished", "task", "model")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     MEMBER_KEYS_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     config: OneShotConfig
     member_keys: _containers.RepeatedCompositeFieldContainer[MemberKey]
     deadline_s: float
     finished: bool
-    def __init__(self, config: _Optional[_Union[OneShotConfig, _Mapping]] = ..., member_keys: _Optional[_Iterable[_Union[MemberKey, _Mapping]]] = ..., deadline_s: _Optional[float] = ..., finished: bool = ...) -> None: ...
+    task: bytes
+    model: bytes
+    def __init__(self, config: _Optional[_Union[OneShotConfig, _Mapping]] = ..., member_keys: _Optional[_Iterable[_Union[MemberKey, _Mapping]]] = ..., deadline_s: _Optional[float] = ..., finished: bool = ..., task: _Optional[bytes] = ..., model: _Optional[bytes] = ...) -> None: ...
 
 class UploadPart(_message.Message):
     __slots__ = ("round", "session_id", "sender", "index", "masked", "ephemeral", "shares", "signature")
