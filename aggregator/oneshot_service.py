@@ -300,7 +300,7 @@ class OneShotRoundRunner(RoundRunnerBase[OneShotServeOptions, _Round]):
                     )
                     raise SecAggError(f"committee member {m} issued no key: {why}")
                 keys.append(wire.member_key_from_pb(ans.key))
-            rnd.agg = OneShotAggregator(cfg, self.registry, keys)
+            agg = rnd.agg = OneShotAggregator(cfg, self.registry, keys)
         except SecAggError as exc:
             self._forget(cfg)
             self._end(rnd, completed=False, reason=f"round aborted: {exc}")
@@ -318,9 +318,8 @@ class OneShotRoundRunner(RoundRunnerBase[OneShotServeOptions, _Round]):
             rnd.open_for_uploads = True
             self.current = rnd
             self.cond.notify_all()
-            self._wait(self._uploads_done(rnd), lambda: rnd.deadline)
+            self._wait(self._uploads_done(rnd, agg), lambda: rnd.deadline)
             rnd.open_for_uploads = False
-            agg = rnd.agg
         if self._stop.is_set():
             self._forget(cfg)
             self._end(rnd, completed=False, reason="the aggregator is shutting down")
@@ -341,12 +340,10 @@ class OneShotRoundRunner(RoundRunnerBase[OneShotServeOptions, _Round]):
             return
         self._publish(rnd, result, t_open)
 
-    def _uploads_done(self, rnd: _Round) -> Callable[[float], bool]:
+    def _uploads_done(self, rnd: _Round, agg: OneShotAggregator) -> Callable[[float], bool]:
         """Whether every member has uploaded (accepted or refused); once ``min_cohort`` uploads
         are accepted, the deadline moves to at most ``straggler_grace`` from then."""
         grace = self.options.straggler_grace
-        agg = rnd.agg
-        assert agg is not None
         quorum_at: float | None = None
 
         def done(now: float) -> bool:
